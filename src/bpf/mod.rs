@@ -1,0 +1,1 @@
+//! The eBPF tc programs (C, built by build.rs) and their loader.

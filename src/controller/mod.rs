@@ -1,0 +1,1 @@
+//! The controller: reconciles wanted CLATs against running ones (tun, addresses, child, route).

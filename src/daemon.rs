@@ -1,0 +1,1 @@
+//! The daemon's event loop: one owner of the inventory, discovery state and controller.

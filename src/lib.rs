@@ -1,0 +1,15 @@
+//! autoclat: a zero-touch 464XLAT customer-side translator (CLAT, RFC 6877) for Linux.
+//!
+//! The library holds everything the two binaries share. Pure logic (configuration, policy,
+//! prefix maths, packet translation) lives in modules without I/O; syscalls and netlink live in
+//! thin edge modules (`watch`, `controller`, `bpf`, the I/O halves of `discovery`).
+
+pub mod bpf;
+pub mod config;
+pub mod control;
+pub mod controller;
+pub mod daemon;
+pub mod discovery;
+pub mod policy;
+pub mod watch;
+pub mod xlat;
