@@ -1,1 +1,766 @@
-//! The daemon's event loop: one owner of the inventory, discovery state and controller.
+//! The daemon's event loop: the one owner of the inventory, the per-uplink discovery state and
+//! the running CLATs. Netlink events, DNS64 answers, child exits, control requests and timer
+//! expiries all end in the same idempotent [`Daemon::reconcile`] step. Nothing polls: when no
+//! deadline is pending the loop sleeps until an event arrives.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::bpf::{ClatBpf, ClatBpfConfig};
+use crate::config::{Config, FastPathMode};
+use crate::control::{
+    ClatCounters, ControlRequest, DirCounters, StatusReport, UplinkState, UplinkStatus,
+};
+use crate::controller::addressing::{checksum_neutral_v6, choose_v4, tun_name};
+use crate::controller::backoff::Backoff;
+use crate::controller::{ClatSpec, Controller, ExitInfo, RunningClat};
+use crate::discovery::dns::{query_dns64, Dns64Answer};
+use crate::discovery::state::PrefixState;
+use crate::discovery::DiscoveryError;
+use crate::policy::{decide, ClatPlan, Decision, SkipState};
+use crate::translator::sockets::{open_rx, open_tx, rx_filter, set_rx_filter, FastPathExclusion};
+use crate::watch::inventory::NetEvent;
+use crate::watch::{Inventory, Uplink};
+
+/// How long one RFC 7050 query may take before it counts as failed.
+const DNS64_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a translator gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The rtnetlink connection could not be opened.
+    #[error("cannot open rtnetlink: {0}")]
+    Netlink(#[source] std::io::Error),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// The watcher stopped.
+    #[error("netlink watcher failed: {0}")]
+    Watch(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// What `autoclat run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub config: Config,
+    /// Change nothing; log what would be done.
+    pub dry_run: bool,
+    /// The translator binary to spawn.
+    pub clatd_path: PathBuf,
+}
+
+/// Events from the helper tasks to the loop.
+#[derive(Debug)]
+enum Event {
+    Net(NetEvent),
+    WatchFailed(String),
+    Dns64 { ifindex: u32, result: Result<Dns64Answer, DiscoveryError> },
+    ChildExited { ifindex: u32, generation: u64, info: ExitInfo },
+}
+
+/// A CLAT the daemon started, with everything needed to stop it exactly.
+struct ActiveClat {
+    plan: ClatPlan,
+    running: RunningClat,
+    bpf: Option<ClatBpf>,
+    /// The supervisor's copy of the translator's receive socket, to swap its filter when the
+    /// fast path goes on or off.
+    rx_fd: std::os::fd::OwnedFd,
+    /// Incremented on every (re)spawn, so exit events of an older child are ignored.
+    generation: u64,
+    child_alive: bool,
+    started_at: Instant,
+}
+
+/// Per-link state that outlives individual CLATs.
+struct LinkState {
+    prefix: PrefixState,
+    dns_in_flight: bool,
+    clat: Option<ActiveClat>,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    /// Why the last start attempt failed (shown while in backoff).
+    failure: Option<String>,
+    last_exit: Option<String>,
+    fast_path_reason: Option<String>,
+    decision: Option<Decision>,
+}
+
+impl LinkState {
+    fn new(config: &Config) -> Self {
+        Self {
+            prefix: PrefixState::new(config.discovery.order.clone()),
+            dns_in_flight: false,
+            clat: None,
+            backoff: Backoff::default(),
+            restart_at: None,
+            failure: None,
+            last_exit: None,
+            fast_path_reason: None,
+            decision: None,
+        }
+    }
+}
+
+/// The daemon: owns all state; see the module documentation.
+pub struct Daemon {
+    opts: DaemonOptions,
+    inventory: Inventory,
+    links: BTreeMap<u32, LinkState>,
+    controller: Controller,
+    handle: rtnetlink::Handle,
+    events: mpsc::Sender<Event>,
+    generation: u64,
+    resolv_conf: Vec<std::net::SocketAddr>,
+}
+
+/// Run the daemon until SIGTERM or SIGINT; then stop every CLAT and return.
+pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+
+    let listener_path = PathBuf::from(&opts.config.daemon.control_socket);
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    // Bind before touching the system, so a second daemon fails early and cleanly.
+    let listener = crate::control::listen(&listener_path)?;
+    tokio::spawn(async move {
+        if let Err(e) = crate::control::serve_listener(listener, control_tx).await {
+            tracing::error!("control socket stopped: {e}");
+        }
+    });
+
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(DaemonError::Netlink)?;
+    tokio::spawn(conn);
+
+    let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
+    let (net_tx, mut net_rx) = mpsc::channel::<NetEvent>(1024);
+    {
+        let events_tx = events_tx.clone();
+        tokio::spawn(async move {
+            let r = crate::watch::netlink::run(net_tx).await;
+            let msg = match r {
+                Ok(()) => "watcher ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = events_tx.send(Event::WatchFailed(msg)).await;
+        });
+    }
+    {
+        let events_tx = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = net_rx.recv().await {
+                if events_tx.send(Event::Net(ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    let mut daemon = Daemon {
+        controller: Controller::new(handle.clone()),
+        handle,
+        inventory: Inventory::default(),
+        links: BTreeMap::new(),
+        events: events_tx,
+        generation: 0,
+        resolv_conf: crate::discovery::resolvconf::read_system().unwrap_or_default(),
+        opts,
+    };
+    daemon.clean_leftovers().await;
+    tracing::info!(
+        dry_run = daemon.opts.dry_run,
+        clatd = %daemon.opts.clatd_path.display(),
+        "autoclat running; control socket {}",
+        listener_path.display()
+    );
+
+    let result = loop {
+        let deadline = daemon.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
+            Some(ev) = events_rx.recv() => {
+                if let Event::WatchFailed(msg) = ev {
+                    break Err(DaemonError::Watch(msg));
+                }
+                daemon.handle_event(ev).await;
+            }
+            Some(req) = control_rx.recv() => {
+                match req {
+                    ControlRequest::Status(reply) => {
+                        let report = daemon.status().await;
+                        let _ = reply.send(report);
+                    }
+                }
+                continue;
+            }
+            _ = sleep => {}
+        }
+        // Drain what else is queued before reconciling, so a burst of netlink events (a link
+        // coming up brings a dozen) costs one reconcile.
+        while let Ok(ev) = events_rx.try_recv() {
+            if let Event::WatchFailed(msg) = ev {
+                daemon.stop_all().await;
+                let _ = std::fs::remove_file(&listener_path);
+                return Err(DaemonError::Watch(msg));
+            }
+            daemon.handle_event(ev).await;
+        }
+        daemon.reconcile().await;
+    };
+    daemon.stop_all().await;
+    let _ = std::fs::remove_file(&listener_path);
+    result
+}
+
+impl Daemon {
+    async fn handle_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Net(ev) => {
+                self.inventory.apply(ev, now.into_std());
+            }
+            Event::WatchFailed(_) => {}
+            Event::Dns64 { ifindex, result } => {
+                if let Some(link) = self.links.get_mut(&ifindex) {
+                    link.dns_in_flight = false;
+                    let name = self.inventory.links.get(&ifindex).map_or("?", |u| u.name.as_str());
+                    match &result {
+                        Ok(a) => tracing::info!(
+                            uplink = name,
+                            "DNS64 (RFC 7050) via {}: prefix {} (ttl {:?})",
+                            a.server,
+                            a.prefix,
+                            a.ttl
+                        ),
+                        Err(e) => tracing::warn!(uplink = name, "DNS64 discovery failed: {e}"),
+                    }
+                    link.prefix.on_dns64_result(result, now.into_std());
+                }
+            }
+            Event::ChildExited { ifindex, generation, info } => {
+                let Some(link) = self.links.get_mut(&ifindex) else { return };
+                let Some(clat) = link.clat.as_mut() else { return };
+                if clat.generation != generation {
+                    return;
+                }
+                clat.child_alive = false;
+                let delay = link.backoff.on_exit(now.into_std());
+                tracing::warn!(
+                    uplink = %clat.plan.uplink,
+                    "translator exited ({info}); restarting in {delay:?}"
+                );
+                link.last_exit = Some(info.to_string());
+                link.restart_at = Some(now + delay);
+            }
+        }
+    }
+
+    /// The earliest moment something must happen without an event: a lifetime running out,
+    /// a DNS64 re-query, a restart after backoff.
+    fn next_deadline(&self) -> Option<Instant> {
+        let now_std = std::time::Instant::now();
+        let now = Instant::now();
+        let to_tokio = |t: std::time::Instant| now + t.saturating_duration_since(now_std);
+        let mut deadlines: Vec<Instant> = Vec::new();
+        if let Some(t) = self.inventory.next_expiry() {
+            deadlines.push(to_tokio(t));
+        }
+        for (ifindex, link) in &self.links {
+            if !self.inventory.links.contains_key(ifindex) {
+                continue;
+            }
+            if let Some(t) = link.prefix.next_deadline(now_std) {
+                deadlines.push(to_tokio(t));
+            }
+            if let Some(t) = link.restart_at {
+                deadlines.push(t);
+            }
+        }
+        deadlines.into_iter().min()
+    }
+
+    async fn clean_leftovers(&mut self) {
+        if self.opts.dry_run {
+            return;
+        }
+        match self.controller.remove_leftovers().await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!("removed leftovers of an earlier run: {}", removed.join(", "))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot clean leftovers of an earlier run: {e}"),
+        }
+        // Dump the links once to clean tc leftovers (qdiscs of a killed daemon) on each.
+        if let Ok(inv) = crate::watch::netlink::dump().await {
+            for link in inv.links.values() {
+                if let Err(e) = crate::bpf::remove_leftovers(link.ifindex) {
+                    tracing::debug!(uplink = %link.name, "bpf leftovers: {e}");
+                }
+            }
+        }
+    }
+
+    /// One idempotent pass: bring running CLATs in line with what the policy wants.
+    async fn reconcile(&mut self) {
+        let now = Instant::now();
+        let now_std = now.into_std();
+        self.inventory.expire(now_std);
+
+        // Links that disappeared: stop their CLATs (the tun may already be gone with them).
+        let gone: Vec<u32> =
+            self.links.keys().copied().filter(|i| !self.inventory.links.contains_key(i)).collect();
+        for ifindex in gone {
+            if let Some(mut link) = self.links.remove(&ifindex) {
+                if let Some(clat) = link.clat.take() {
+                    self.stop_clat(clat, "uplink disappeared").await;
+                }
+            }
+        }
+
+        let ifindexes: Vec<u32> = self.inventory.links.keys().copied().collect();
+        for ifindex in ifindexes {
+            let Some(uplink) = self.inventory.links.get(&ifindex).cloned() else { continue };
+            if !self.links.contains_key(&ifindex) {
+                self.links.insert(ifindex, LinkState::new(&self.opts.config));
+            }
+            self.reconcile_link(&uplink, now).await;
+        }
+    }
+
+    async fn reconcile_link(&mut self, uplink: &Uplink, now: Instant) {
+        let now_std = now.into_std();
+        let rule = self.opts.config.rule_for(&uplink.name).into_owned();
+        let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+        link.prefix.set_static(rule.nat64_prefix);
+        link.prefix.set_pref64(uplink.pref64.as_ref().map(|p| (p.prefix, p.expires)));
+
+        // RFC 7050 only where a CLAT could follow: enabled, up, addressed.
+        if rule.enable
+            && !uplink.is_ours()
+            && !uplink.loopback
+            && uplink.admin_up
+            && uplink.carrier
+            && has_usable_v6(uplink)
+            && !link.dns_in_flight
+            && link.prefix.dns64_due(now_std)
+        {
+            let servers = crate::discovery::state::dns_servers(
+                uplink.ifindex,
+                &uplink.rdnss.iter().map(|r| r.server).collect::<Vec<_>>(),
+                &self.resolv_conf,
+                &self.opts.config.discovery.dns_servers,
+            );
+            if servers.is_empty() {
+                link.prefix.on_dns64_result(Err(DiscoveryError::NoServers), now_std);
+            } else {
+                link.dns_in_flight = true;
+                let tx = self.events.clone();
+                let ifname = uplink.name.clone();
+                let ifindex = uplink.ifindex;
+                tokio::spawn(async move {
+                    let result = query_dns64(&ifname, &servers, DNS64_TIMEOUT).await;
+                    let _ = tx.send(Event::Dns64 { ifindex, result }).await;
+                });
+            }
+        }
+
+        let prefix = link.prefix.current(now_std);
+        let decision = decide(&self.opts.config, &self.inventory, uplink, prefix);
+        let changed = link.decision.as_ref() != Some(&decision);
+        if changed {
+            match &decision {
+                Decision::Run(plan) => tracing::info!(
+                    uplink = %uplink.name,
+                    "needs a CLAT: prefix {} ({}), source /64 {}",
+                    plan.prefix,
+                    plan.prefix_source,
+                    plan.v6_net
+                ),
+                Decision::Skip { reason, .. } => {
+                    tracing::info!(uplink = %uplink.name, "no CLAT: {reason}")
+                }
+            }
+        }
+        link.decision = Some(decision.clone());
+
+        match decision {
+            Decision::Run(plan) => {
+                let needs_restart = link.clat.as_ref().is_some_and(|c| {
+                    c.plan.prefix != plan.prefix
+                        || c.plan.v6_net != plan.v6_net
+                        || c.plan.uplink_mtu != plan.uplink_mtu
+                        || c.plan.route_metric != plan.route_metric
+                        || c.plan.fast_path != plan.fast_path
+                });
+                if needs_restart {
+                    if let Some(clat) = link.clat.take() {
+                        let why = format!("parameters changed (prefix now {})", plan.prefix);
+                        self.stop_clat(clat, &why).await;
+                    }
+                }
+                let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+                let due = link.restart_at.is_none_or(|t| t <= now);
+                if !due {
+                    return;
+                }
+                if self.opts.dry_run {
+                    if changed {
+                        tracing::info!(uplink = %uplink.name, "dry-run: would start a CLAT");
+                    }
+                    return;
+                }
+                match link.clat.as_ref().map(|c| c.child_alive) {
+                    None => self.start_clat(uplink, plan).await,
+                    Some(false) => self.respawn(uplink.ifindex).await,
+                    Some(true) => {}
+                }
+            }
+            Decision::Skip { .. } => {
+                link.restart_at = None;
+                link.failure = None;
+                if let Some(clat) = link.clat.take() {
+                    self.stop_clat(clat, "no longer wanted").await;
+                }
+            }
+        }
+    }
+
+    async fn start_clat(&mut self, uplink: &Uplink, plan: ClatPlan) {
+        let now = Instant::now();
+        let taken: Vec<Ipv4Addr> =
+            self.links.values().filter_map(|l| l.clat.as_ref().map(|c| c.running.spec.v4)).collect();
+        let result = self.try_start(uplink, &plan, &taken).await;
+        let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+        match result {
+            Ok(mut active) => {
+                self.generation += 1;
+                active.generation = self.generation;
+                link.failure = None;
+                link.restart_at = None;
+                link.fast_path_reason = active.bpf_reason.take();
+                let active = active.into_active();
+                watch_child(&self.events, uplink.ifindex, &active);
+                tracing::info!(
+                    uplink = %uplink.name,
+                    "CLAT up: {} -> {} on {} (pid {}, fast path {})",
+                    active.running.spec.v4,
+                    active.running.spec.v6,
+                    active.running.spec.tun_name,
+                    active.running.pid,
+                    if active.bpf.as_ref().is_some_and(ClatBpf::fast_path) { "on" } else { "off" }
+                );
+                link.clat = Some(active);
+            }
+            Err(reason) => {
+                let delay = link.backoff.on_exit(now.into_std());
+                tracing::error!(uplink = %uplink.name, "cannot start CLAT: {reason}; retry in {delay:?}");
+                link.failure = Some(reason);
+                link.restart_at = Some(now + delay);
+            }
+        }
+    }
+
+    /// Every step of DESIGN §3 "What the controller does"; on failure nothing is left behind.
+    async fn try_start(
+        &self,
+        uplink: &Uplink,
+        plan: &ClatPlan,
+        taken: &[Ipv4Addr],
+    ) -> Result<PendingClat, String> {
+        if !self.opts.clatd_path.exists() {
+            return Err(format!(
+                "translator binary {} is missing (build `clatd`, or set daemon.clatd_path)",
+                self.opts.clatd_path.display()
+            ));
+        }
+        let v4 = choose_v4(self.inventory.v4_addresses_in_use(), taken)
+            .ok_or("no free address in 192.0.0.0/29 for the CLAT")?;
+        let v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
+        let rx = open_rx(uplink.ifindex, v6, None).map_err(|e| format!("receive socket: {e}"))?;
+        let rx_copy = rx.try_clone().map_err(|e| format!("receive socket: {e}"))?;
+        let tx = open_tx(uplink.ifindex, None).map_err(|e| format!("send socket: {e}"))?;
+        let spec = ClatSpec {
+            uplink: uplink.name.clone(),
+            uplink_ifindex: uplink.ifindex,
+            tun_name: tun_name(&uplink.name),
+            v4,
+            v6,
+            prefix: plan.prefix,
+            mtu: plan.uplink_mtu,
+            route_metric: plan.route_metric,
+            clatd_path: self.opts.clatd_path.clone(),
+            fwmark: None,
+            extra_fds: vec![(rx, "-r"), (tx, "-w")],
+        };
+        let running = self.controller.start(spec).await.map_err(|e| e.to_string())?;
+
+        // Step 5: the ingress guard (drops the kernel's copy of packets to the CLAT address)
+        // and, when enabled, the fast path.
+        let want_fast = plan.fast_path != FastPathMode::Off;
+        let bpf_cfg = ClatBpfConfig {
+            uplink_ifindex: uplink.ifindex,
+            tun_ifindex: running.tun_ifindex,
+            v4,
+            v6,
+            prefix: plan.prefix,
+            fast_path: want_fast,
+            uplink_is_ethernet: uplink.kind.as_deref() != Some("tun"),
+        };
+        let (bpf, bpf_reason) = match ClatBpf::attach(&bpf_cfg) {
+            Ok(b) => (Some(b), if want_fast { None } else { Some("disabled by config".into()) }),
+            Err(e) if plan.fast_path == FastPathMode::On => {
+                let errs = self.controller.stop(running).await;
+                for err in errs {
+                    tracing::warn!("undo after failed fast path: {err}");
+                }
+                return Err(format!("fast_path = \"on\" but the eBPF fast path cannot attach: {e}"));
+            }
+            Err(e) if want_fast => {
+                tracing::warn!(uplink = %uplink.name, "eBPF fast path unavailable, userspace only: {e}");
+                // Still try the guard alone.
+                let guard = ClatBpf::attach(&ClatBpfConfig { fast_path: false, ..bpf_cfg }).ok();
+                (guard, Some(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(uplink = %uplink.name, "cannot attach the ingress guard: {e}");
+                (None, Some("disabled by config".into()))
+            }
+        };
+        if bpf.as_ref().is_none_or(|b| !b.fast_path()) && bpf.is_none() {
+            tracing::warn!(
+                uplink = %uplink.name,
+                "without the eBPF ingress guard the host may answer UDP sent to {v6} with ICMPv6 port unreachable"
+            );
+        }
+        if let Some(b) = &bpf {
+            if b.fast_path() {
+                let filter = rx_filter(v6, Some(&FastPathExclusion { prefix: plan.prefix }));
+                use std::os::fd::AsFd;
+                if let Err(e) = set_rx_filter(rx_copy.as_fd(), &filter) {
+                    tracing::warn!(uplink = %uplink.name, "cannot narrow the receive filter: {e}");
+                }
+            }
+        }
+        Ok(PendingClat {
+            plan: plan.clone(),
+            running,
+            bpf,
+            bpf_reason,
+            rx_fd: rx_copy,
+            generation: 0,
+        })
+    }
+
+    async fn respawn(&mut self, ifindex: u32) {
+        let now = Instant::now();
+        self.generation += 1;
+        let generation = self.generation;
+        let Some(link) = self.links.get_mut(&ifindex) else { return };
+        let Some(clat) = link.clat.as_mut() else { return };
+        match self.controller.restart_translator(&mut clat.running).await {
+            Ok(()) => {
+                clat.generation = generation;
+                clat.child_alive = true;
+                clat.started_at = now;
+                link.restart_at = None;
+                link.failure = None;
+                tracing::info!(uplink = %clat.plan.uplink, "translator restarted (pid {})", clat.running.pid);
+                watch_child(&self.events, ifindex, clat);
+            }
+            Err(e) => {
+                let delay = link.backoff.on_exit(now.into_std());
+                tracing::error!(uplink = %clat.plan.uplink, "cannot restart translator: {e}; retry in {delay:?}");
+                link.failure = Some(e.to_string());
+                link.restart_at = Some(now + delay);
+            }
+        }
+    }
+
+    async fn stop_clat(&mut self, clat: ActiveClat, why: &str) {
+        tracing::info!(uplink = %clat.plan.uplink, "stopping CLAT: {why}");
+        if let Some(bpf) = clat.bpf {
+            if let Err(e) = bpf.detach() {
+                tracing::warn!(uplink = %clat.plan.uplink, "detaching eBPF: {e}");
+            }
+        }
+        drop(clat.rx_fd);
+        for e in self.controller.stop(clat.running).await {
+            tracing::warn!(uplink = %clat.plan.uplink, "while stopping: {e}");
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let ifindexes: Vec<u32> = self.links.keys().copied().collect();
+        for ifindex in ifindexes {
+            if let Some(clat) = self.links.get_mut(&ifindex).and_then(|l| l.clat.take()) {
+                self.stop_clat(clat, "daemon stopping").await;
+            }
+        }
+    }
+
+    async fn status(&self) -> StatusReport {
+        let now = std::time::Instant::now();
+        let mut uplinks = Vec::new();
+        for (ifindex, uplink) in &self.inventory.links {
+            let link = self.links.get(ifindex);
+            let clat = link.and_then(|l| l.clat.as_ref());
+            let (state, reason) = match (link.and_then(|l| l.decision.as_ref()), clat) {
+                (_, Some(c)) if c.child_alive => (UplinkState::Running, None),
+                (_, Some(_)) => (
+                    UplinkState::Backoff,
+                    Some(format!(
+                        "translator exited ({}); restarting",
+                        link.and_then(|l| l.last_exit.clone()).unwrap_or_default()
+                    )),
+                ),
+                (Some(Decision::Run(_)), None) => match link.and_then(|l| l.failure.clone()) {
+                    Some(f) => (UplinkState::Backoff, Some(f)),
+                    None if self.opts.dry_run => {
+                        (UplinkState::Waiting, Some("dry-run: would start a CLAT".into()))
+                    }
+                    None => (UplinkState::Waiting, Some("starting".into())),
+                },
+                (Some(Decision::Skip { state, reason }), None) => (
+                    match state {
+                        SkipState::Waiting => UplinkState::Waiting,
+                        SkipState::Disabled => UplinkState::Disabled,
+                    },
+                    Some(reason.clone()),
+                ),
+                (None, None) => (UplinkState::Waiting, Some("not evaluated yet".into())),
+            };
+            let prefix = match clat {
+                Some(c) => Some((c.plan.prefix, c.plan.prefix_source)),
+                None => link.and_then(|l| l.prefix.current(now)),
+            };
+            let mut counters = ClatCounters::default();
+            if let Some(c) = clat {
+                counters.translator = self.tun_counters(c.running.tun_ifindex).await;
+                if let Some(b) = &c.bpf {
+                    if let Ok(fp) = b.counters() {
+                        counters.fast_path = DirCounters {
+                            v4_to_v6_packets: fp.v4_to_v6_packets,
+                            v4_to_v6_bytes: fp.v4_to_v6_bytes,
+                            v6_to_v4_packets: fp.v6_to_v4_packets,
+                            v6_to_v4_bytes: fp.v6_to_v4_bytes,
+                        };
+                    }
+                }
+            }
+            uplinks.push(UplinkStatus {
+                uplink: uplink.name.clone(),
+                ifindex: *ifindex,
+                state,
+                reason,
+                prefix: prefix.map(|(p, _)| p.to_string()),
+                prefix_source: prefix.map(|(_, s)| s),
+                v4: clat.map(|c| c.running.spec.v4),
+                v6: clat.map(|c| c.running.spec.v6),
+                v4_iface: clat.map(|c| c.running.spec.tun_name.clone()),
+                v4_ifindex: clat.map(|c| c.running.tun_ifindex),
+                pid: clat.filter(|c| c.child_alive).map(|c| c.running.pid),
+                restarts: link.map_or(0, |l| l.backoff.restarts()),
+                fast_path: clat.and_then(|c| c.bpf.as_ref()).is_some_and(ClatBpf::fast_path),
+                fast_path_reason: clat.and_then(|_| link.and_then(|l| l.fast_path_reason.clone())),
+                last_exit: link.and_then(|l| l.last_exit.clone()),
+                counters,
+            });
+        }
+        StatusReport { uplinks }
+    }
+
+    /// The translator's share of the traffic, from the tun's own statistics: what the host
+    /// sent into the tun went to `clatd` (IPv4 → IPv6); what `clatd` wrote came back.
+    async fn tun_counters(&self, tun_ifindex: u32) -> DirCounters {
+        use netlink_packet_route::link::LinkAttribute;
+        let mut req = self.handle.link().get().match_index(tun_ifindex).execute();
+        let mut out = DirCounters::default();
+        if let Ok(Some(msg)) = req.try_next().await {
+            for attr in msg.attributes {
+                if let LinkAttribute::Stats64(s) = attr {
+                    out.v4_to_v6_packets = s.tx_packets;
+                    out.v4_to_v6_bytes = s.tx_bytes;
+                    out.v6_to_v4_packets = s.rx_packets;
+                    out.v6_to_v4_bytes = s.rx_bytes;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A started CLAT before it is filed into its link's state.
+struct PendingClat {
+    plan: ClatPlan,
+    running: RunningClat,
+    bpf: Option<ClatBpf>,
+    bpf_reason: Option<String>,
+    rx_fd: std::os::fd::OwnedFd,
+    generation: u64,
+}
+
+impl PendingClat {
+    fn into_active(self) -> ActiveClat {
+        ActiveClat {
+            plan: self.plan,
+            running: self.running,
+            bpf: self.bpf,
+            rx_fd: self.rx_fd,
+            generation: self.generation,
+            child_alive: true,
+            started_at: Instant::now(),
+        }
+    }
+}
+
+/// Report the child's exit to the loop, without polling (pidfd readiness).
+fn watch_child(events: &mpsc::Sender<Event>, ifindex: u32, clat: &ActiveClat) {
+    let exit = clat.running.exit_watch();
+    let generation = clat.generation;
+    let tx = events.clone();
+    tokio::spawn(async move {
+        let info = exit.await;
+        let _ = tx.send(Event::ChildExited { ifindex, generation, info }).await;
+    });
+}
+
+fn has_usable_v6(uplink: &Uplink) -> bool {
+    uplink.v6_addrs.iter().any(|a| a.global && !a.tentative && !a.dad_failed)
+}
+
+/// 64 random bits for the CLAT's interface identifier (RFC 7217-style freshness is enough:
+/// the address only has to be unpredictable and unused).
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_err()
+    {
+        // Fall back to time and pid; uniqueness on the link is checked by DAD-free anycast
+        // anyway and collisions are astronomically unlikely.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_ne_bytes(buf)
+}
