@@ -2,9 +2,10 @@
 //! read by the policy. No I/O here.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
+use crate::discovery::ndopt::{NdUserOpt, RaOption};
 use crate::discovery::Nat64Prefix;
 
 /// One IPv6 address on a link, with the flags the policy cares about.
@@ -69,6 +70,9 @@ pub struct Uplink {
     pub v6_default_route: bool,
     /// An IPv4 default route (`0.0.0.0/0`) leaves through this link (main table).
     pub v4_default_route: bool,
+    /// The main-table default routes (one entry per next hop) leaving through this link; the two
+    /// flags above are derived from it whenever a route event touches this link.
+    pub default_routes: Vec<DefaultRoute>,
     pub pref64: Option<LearntPref64>,
     pub rdnss: Vec<LearntRdnss>,
 }
@@ -89,6 +93,7 @@ impl Uplink {
             v4_addrs: Vec::new(),
             v6_default_route: false,
             v4_default_route: false,
+            default_routes: Vec::new(),
             pref64: None,
             rdnss: Vec::new(),
         }
@@ -128,4 +133,330 @@ impl Inventory {
             .values()
             .flat_map(|l| l.v4_addrs.iter().map(|a| a.addr))
     }
+}
+
+/// The address family of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// One next hop of a main-table default route (`0.0.0.0/0` or `::/0`): a multipath route gives
+/// one entry per next hop. Whole-value equality identifies it, because the kernel's
+/// `RTM_DELROUTE` carries the same attributes as the `RTM_NEWROUTE` that created it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DefaultRoute {
+    pub family: Family,
+    /// Outgoing interface of this next hop.
+    pub oif: u32,
+    pub gateway: Option<IpAddr>,
+    /// `RTA_PRIORITY` (0 when absent).
+    pub metric: u32,
+    /// `RTA_PREFSRC`: the kernel silently drops IPv4 routes whose preferred source goes away.
+    pub pref_src: Option<IpAddr>,
+}
+
+/// The link-level facts of one `RTM_NEWLINK`: everything except addresses, routes and RA options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub name: String,
+    pub admin_up: bool,
+    pub carrier: bool,
+    pub loopback: bool,
+    pub mtu: u32,
+    pub alias: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// An address appearing, changing (same address, new flags) or going away on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrChange {
+    V6(V6Addr),
+    V6Gone { addr: Ipv6Addr, prefix_len: u8 },
+    V4(V4Addr),
+    V4Gone { addr: Ipv4Addr, prefix_len: u8 },
+}
+
+/// One thing the watcher learnt. Applying the events in the order the kernel sent them, on top
+/// of the last [`NetEvent::Resync`], reproduces the kernel's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A link appeared or changed (`RTM_NEWLINK`).
+    Link(LinkInfo),
+    /// A link went away (`RTM_DELLINK`), by index.
+    LinkGone(u32),
+    /// An address appeared, changed or went away (`RTM_NEWADDR` / `RTM_DELADDR`).
+    Addr { ifindex: u32, change: AddrChange },
+    /// Default-route next hops appeared (`RTM_NEWROUTE`). With `replace` (`NLM_F_REPLACE`), the
+    /// routes of the same family and metric that were there before are gone.
+    Route {
+        routes: Vec<DefaultRoute>,
+        replace: bool,
+    },
+    /// Default-route next hops went away (`RTM_DELROUTE`).
+    RouteGone(Vec<DefaultRoute>),
+    /// Options of one router advertisement (`RTM_NEWNDUSEROPT`).
+    RaOptions(NdUserOpt),
+    /// A full dump (at start and after a netlink overrun). What was learnt from router
+    /// advertisements cannot be dumped, so it is carried over for links that still exist.
+    Resync(Inventory),
+}
+
+/// `now + lifetime`, saturating far in the future instead of overflowing `Instant`.
+fn deadline(now: Instant, lifetime: std::time::Duration) -> Instant {
+    now.checked_add(lifetime)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(u64::from(u32::MAX))))
+        .unwrap_or(now)
+}
+
+impl Uplink {
+    /// Recompute the two default-route flags from `default_routes`.
+    fn refresh_route_flags(&mut self) {
+        self.v4_default_route = self.default_routes.iter().any(|r| r.family == Family::V4);
+        self.v6_default_route = self.default_routes.iter().any(|r| r.family == Family::V6);
+    }
+
+    fn set_link_info(&mut self, info: LinkInfo) {
+        let LinkInfo {
+            ifindex,
+            name,
+            admin_up,
+            carrier,
+            loopback,
+            mtu,
+            alias,
+            kind,
+        } = info;
+        self.ifindex = ifindex;
+        self.name = name;
+        self.admin_up = admin_up;
+        self.carrier = carrier;
+        self.loopback = loopback;
+        self.mtu = mtu;
+        self.alias = alias;
+        self.kind = kind;
+    }
+}
+
+impl Inventory {
+    /// Apply one event; returns whether anything changed.
+    pub fn apply(&mut self, ev: NetEvent, now: Instant) -> bool {
+        match ev {
+            NetEvent::Link(info) => self.apply_link(info),
+            NetEvent::LinkGone(ifindex) => self.links.remove(&ifindex).is_some(),
+            NetEvent::Addr { ifindex, change } => self.apply_addr(ifindex, change),
+            NetEvent::Route { routes, replace } => self.apply_routes(routes, replace),
+            NetEvent::RouteGone(routes) => self.remove_routes(&routes),
+            NetEvent::RaOptions(opt) => self.apply_ra(opt, now),
+            NetEvent::Resync(fresh) => self.resync(fresh),
+        }
+    }
+
+    fn apply_link(&mut self, info: LinkInfo) -> bool {
+        let ifindex = info.ifindex;
+        let link = self
+            .links
+            .entry(ifindex)
+            .or_insert_with(|| Uplink::new(ifindex, info.name.clone()));
+        let before = link.clone();
+        let down = !info.admin_up;
+        link.set_link_info(info);
+        if down {
+            // The kernel flushes IPv4 routes through a link that goes down without telling
+            // anyone (IPv6 sends RTM_DELROUTE).
+            link.default_routes.retain(|r| r.family != Family::V4);
+            link.refresh_route_flags();
+        }
+        *link != before
+    }
+
+    fn apply_addr(&mut self, ifindex: u32, change: AddrChange) -> bool {
+        // An address for a link we do not know yet: the RTM_NEWLINK is still queued behind it
+        // (or the link is already gone); the events that follow will bring it.
+        let Some(link) = self.links.get_mut(&ifindex) else {
+            return false;
+        };
+        match change {
+            AddrChange::V6(a) => {
+                match link
+                    .v6_addrs
+                    .iter_mut()
+                    .find(|x| x.addr == a.addr && x.prefix_len == a.prefix_len)
+                {
+                    Some(x) if *x == a => false,
+                    Some(x) => {
+                        *x = a;
+                        true
+                    }
+                    None => {
+                        link.v6_addrs.push(a);
+                        true
+                    }
+                }
+            }
+            AddrChange::V6Gone { addr, prefix_len } => {
+                let n = link.v6_addrs.len();
+                link.v6_addrs
+                    .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
+                link.v6_addrs.len() != n
+            }
+            AddrChange::V4(a) => {
+                match link
+                    .v4_addrs
+                    .iter_mut()
+                    .find(|x| x.addr == a.addr && x.prefix_len == a.prefix_len)
+                {
+                    Some(x) if *x == a => false,
+                    Some(x) => {
+                        *x = a;
+                        true
+                    }
+                    None => {
+                        link.v4_addrs.push(a);
+                        true
+                    }
+                }
+            }
+            AddrChange::V4Gone { addr, prefix_len } => {
+                let n = link.v4_addrs.len();
+                link.v4_addrs
+                    .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
+                let mut changed = link.v4_addrs.len() != n;
+                // The kernel silently flushes IPv4 routes when their link loses its last IPv4
+                // address, and anywhere when their preferred source is no longer on the host.
+                if link.v4_addrs.is_empty() {
+                    changed |= retain_routes(link, |r| r.family != Family::V4);
+                }
+                let still_local = self.v4_addresses_in_use().any(|a| a == addr);
+                if !still_local {
+                    let gone = Some(IpAddr::V4(addr));
+                    for l in self.links.values_mut() {
+                        changed |= retain_routes(l, |r| r.pref_src != gone);
+                    }
+                }
+                changed
+            }
+        }
+    }
+
+    fn apply_routes(&mut self, routes: Vec<DefaultRoute>, replace: bool) -> bool {
+        let mut changed = false;
+        if replace {
+            for r in &routes {
+                for l in self.links.values_mut() {
+                    changed |=
+                        retain_routes(l, |x| !(x.family == r.family && x.metric == r.metric));
+                }
+            }
+        }
+        for r in routes {
+            if let Some(link) = self.links.get_mut(&r.oif) {
+                if !link.default_routes.contains(&r) {
+                    link.default_routes.push(r);
+                    link.refresh_route_flags();
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    fn remove_routes(&mut self, routes: &[DefaultRoute]) -> bool {
+        let mut changed = false;
+        for r in routes {
+            if let Some(link) = self.links.get_mut(&r.oif) {
+                changed |= retain_routes(link, |x| x != r);
+            }
+        }
+        changed
+    }
+
+    fn apply_ra(&mut self, opt: NdUserOpt, now: Instant) -> bool {
+        // 134: router advertisement; the kernel forwards options of nothing else today.
+        if opt.icmp_type != 134 {
+            return false;
+        }
+        let Some(link) = self.links.get_mut(&opt.ifindex) else {
+            return false;
+        };
+        let before = (link.pref64.clone(), link.rdnss.clone());
+        for o in opt.options {
+            match o {
+                RaOption::Pref64 { prefix, lifetime } if lifetime.is_zero() => {
+                    if link.pref64.as_ref().is_some_and(|p| p.prefix == prefix) {
+                        link.pref64 = None;
+                    }
+                }
+                RaOption::Pref64 { prefix, lifetime } => {
+                    link.pref64 = Some(LearntPref64 {
+                        prefix,
+                        expires: deadline(now, lifetime),
+                    });
+                }
+                RaOption::Rdnss { servers, lifetime } => {
+                    for server in servers {
+                        link.rdnss.retain(|r| r.server != server);
+                        if !lifetime.is_zero() {
+                            link.rdnss.push(LearntRdnss {
+                                server,
+                                expires: deadline(now, lifetime),
+                            });
+                        }
+                    }
+                }
+                RaOption::Other { .. } => {}
+            }
+        }
+        before != (link.pref64.clone(), link.rdnss.clone())
+    }
+
+    fn resync(&mut self, mut fresh: Inventory) -> bool {
+        for (ifindex, link) in fresh.links.iter_mut() {
+            if let Some(old) = self.links.get(ifindex) {
+                link.pref64.clone_from(&old.pref64);
+                link.rdnss.clone_from(&old.rdnss);
+            }
+        }
+        let changed = *self != fresh;
+        *self = fresh;
+        changed
+    }
+
+    /// Drop PREF64 and RDNSS entries whose lifetime has run out; returns whether any did.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for link in self.links.values_mut() {
+            if link.pref64.as_ref().is_some_and(|p| p.expires <= now) {
+                link.pref64 = None;
+                changed = true;
+            }
+            let n = link.rdnss.len();
+            link.rdnss.retain(|r| r.expires > now);
+            changed |= link.rdnss.len() != n;
+        }
+        changed
+    }
+
+    /// The earliest moment [`Inventory::expire`] has something to do.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .flat_map(|l| {
+                l.pref64
+                    .iter()
+                    .map(|p| p.expires)
+                    .chain(l.rdnss.iter().map(|r| r.expires))
+            })
+            .min()
+    }
+}
+
+/// Keep the link's default routes for which `keep` holds; returns whether any went away.
+fn retain_routes(link: &mut Uplink, keep: impl Fn(&DefaultRoute) -> bool) -> bool {
+    let n = link.default_routes.len();
+    link.default_routes.retain(|r| keep(r));
+    link.refresh_route_flags();
+    link.default_routes.len() != n
 }
