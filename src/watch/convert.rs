@@ -265,3 +265,269 @@ pub fn nduseropt_messages(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>>
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use netlink_packet_core::NetlinkHeader;
+    use netlink_packet_route::address::AddressHeaderFlags;
+    use netlink_packet_route::link::InfoKind;
+    use netlink_packet_route::route::RouteNextHop;
+
+    use super::*;
+
+    fn link_msg(family: AddressFamily, flags: LinkFlags) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.interface_family = family;
+        m.header.index = 7;
+        m.header.flags = flags;
+        m.attributes = vec![
+            LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::Mtu(1480),
+            LinkAttribute::IfAlias("autoclat:wlan0".into()),
+            LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Tun)]),
+        ];
+        m
+    }
+
+    #[test]
+    fn link_message_to_link_info() {
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Up | LinkFlags::LowerUp);
+        let Some(NetEvent::Link(l)) = link_event(&m) else {
+            panic!("a link event")
+        };
+        assert_eq!(l.ifindex, 7);
+        assert_eq!(l.name, "eth0");
+        assert!(l.admin_up && l.carrier && !l.loopback);
+        assert_eq!(l.mtu, 1480);
+        assert_eq!(l.alias.as_deref(), Some("autoclat:wlan0"));
+        assert_eq!(l.kind.as_deref(), Some("tun"));
+
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Loopback);
+        let Some(NetEvent::Link(l)) = link_event(&m) else {
+            panic!("a link event")
+        };
+        assert!(!l.admin_up && !l.carrier && l.loopback);
+
+        let mut m = link_msg(AddressFamily::Unspec, LinkFlags::Up);
+        m.attributes.push(LinkAttribute::OperState(State::Up));
+        let Some(NetEvent::Link(l)) = link_event(&m) else {
+            panic!("a link event")
+        };
+        assert!(l.carrier, "oper state up counts as carrier");
+    }
+
+    #[test]
+    fn bridge_port_messages_are_not_link_events() {
+        let m = link_msg(AddressFamily::Bridge, LinkFlags::Up);
+        assert_eq!(link_event(&m), None);
+        assert_eq!(
+            link_gone_event(&m),
+            None,
+            "leaving a bridge is not going away"
+        );
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Up);
+        assert_eq!(link_gone_event(&m), Some(NetEvent::LinkGone(7)));
+    }
+
+    fn addr_msg(addr: IpAddr, scope: AddressScope) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.prefix_len = 64;
+        m.header.index = 7;
+        m.header.scope = scope;
+        m.attributes = vec![AddressAttribute::Address(addr)];
+        m
+    }
+
+    #[test]
+    fn ifa_flags_attribute_wins_over_header_flags() {
+        let mut m = addr_msg("2001:db8::5".parse().unwrap(), AddressScope::Universe);
+        m.header.flags = AddressHeaderFlags::Tentative;
+        m.attributes.push(AddressAttribute::Flags(
+            AddressFlags::Deprecated | AddressFlags::Secondary | AddressFlags::Managetempaddr,
+        ));
+        let Some(NetEvent::Addr {
+            ifindex: 7,
+            change: AddrChange::V6(a),
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv6 address event")
+        };
+        assert!(!a.tentative && a.deprecated && a.temporary && a.global && !a.dad_failed);
+
+        // Without IFA_FLAGS the header's 8 bits count.
+        let mut m = addr_msg("2001:db8::6".parse().unwrap(), AddressScope::Universe);
+        m.header.flags = AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed;
+        let Some(NetEvent::Addr {
+            change: AddrChange::V6(a),
+            ..
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv6 address event")
+        };
+        assert!(a.tentative && a.dad_failed);
+    }
+
+    #[test]
+    fn address_scope_and_kind() {
+        let m = addr_msg("fe80::1".parse().unwrap(), AddressScope::Link);
+        let Some(NetEvent::Addr {
+            change: AddrChange::V6(a),
+            ..
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv6 address event")
+        };
+        assert!(!a.global);
+        let m = addr_msg("127.0.0.1".parse().unwrap(), AddressScope::Host);
+        let Some(NetEvent::Addr {
+            change: AddrChange::V4(a),
+            ..
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv4 address event")
+        };
+        assert!(!a.global);
+        // Point-to-point: IFA_LOCAL is ours, IFA_ADDRESS the peer.
+        let mut m = addr_msg("192.0.2.9".parse().unwrap(), AddressScope::Universe);
+        m.attributes
+            .push(AddressAttribute::Local("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            addr_event(&m, true),
+            Some(NetEvent::Addr {
+                ifindex: 7,
+                change: AddrChange::V4Gone {
+                    addr: Ipv4Addr::new(192, 0, 2, 1),
+                    prefix_len: 64
+                },
+            })
+        );
+    }
+
+    fn route_msg(family: AddressFamily, dst_len: u8, table: u8, kind: RouteType) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
+        m.header.destination_prefix_length = dst_len;
+        m.header.table = table;
+        m.header.kind = kind;
+        m
+    }
+
+    #[test]
+    fn only_unicast_main_table_default_routes_count() {
+        let main = RouteHeader::RT_TABLE_MAIN;
+        let mut m = route_msg(AddressFamily::Inet6, 0, main, RouteType::Unicast);
+        m.attributes = vec![
+            RouteAttribute::Oif(7),
+            RouteAttribute::Priority(1024),
+            RouteAttribute::Gateway(RouteAddress::Inet6("fe80::1".parse().unwrap())),
+        ];
+        let want = DefaultRoute {
+            family: Family::V6,
+            oif: 7,
+            gateway: Some("fe80::1".parse().unwrap()),
+            metric: 1024,
+            pref_src: None,
+        };
+        assert_eq!(default_routes(&m), vec![want.clone()]);
+        assert_eq!(
+            route_event(&m, true, false),
+            Some(NetEvent::RouteGone(vec![want]))
+        );
+
+        for (dst_len, table, kind) in [
+            (64, main, RouteType::Unicast),
+            (0, 100, RouteType::Unicast),
+            (0, 255, RouteType::Unicast),
+            (0, main, RouteType::Unreachable),
+            (0, main, RouteType::BlackHole),
+        ] {
+            let mut other = m.clone();
+            other.header.destination_prefix_length = dst_len;
+            other.header.table = table;
+            other.header.kind = kind;
+            assert!(
+                default_routes(&other).is_empty(),
+                "{dst_len} {table} {kind:?}"
+            );
+        }
+        // RTA_TABLE overrides the 8-bit header field (tables above 255 need it).
+        let mut t = m.clone();
+        t.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        t.attributes.push(RouteAttribute::Table(254));
+        assert_eq!(default_routes(&t).len(), 1);
+        t.attributes.push(RouteAttribute::Table(1000));
+        assert!(default_routes(&t).is_empty());
+    }
+
+    #[test]
+    fn multipath_gives_one_entry_per_next_hop() {
+        let mut m = route_msg(
+            AddressFamily::Inet,
+            0,
+            RouteHeader::RT_TABLE_MAIN,
+            RouteType::Unicast,
+        );
+        let hop = |oif, gw: &str| {
+            let mut h = RouteNextHop::default();
+            h.interface_index = oif;
+            h.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(
+                gw.parse().unwrap(),
+            ))];
+            h
+        };
+        m.attributes = vec![
+            RouteAttribute::PrefSource(RouteAddress::Inet("198.51.100.2".parse().unwrap())),
+            RouteAttribute::MultiPath(vec![hop(7, "198.51.100.1"), hop(8, "203.0.113.1")]),
+        ];
+        let r = default_routes(&m);
+        assert_eq!(r.iter().map(|r| r.oif).collect::<Vec<_>>(), [7, 8]);
+        assert_eq!(r[1].gateway, Some("203.0.113.1".parse().unwrap()));
+        assert!(r
+            .iter()
+            .all(|r| r.pref_src == Some("198.51.100.2".parse().unwrap())));
+    }
+
+    #[test]
+    fn replace_flag_comes_from_the_netlink_header() {
+        let mut m = route_msg(
+            AddressFamily::Inet,
+            0,
+            RouteHeader::RT_TABLE_MAIN,
+            RouteType::Unicast,
+        );
+        m.attributes = vec![RouteAttribute::Oif(7)];
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REPLACE;
+        let msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)),
+        );
+        let evs = message_events(&msg);
+        assert!(
+            matches!(evs.as_slice(), [NetEvent::Route { replace: true, routes }] if routes.len() == 1)
+        );
+    }
+
+    #[test]
+    fn nduseropt_datagram_walk() {
+        // Two netlink messages in one datagram: a foreign type (skipped), then a bad length.
+        let mut d = Vec::new();
+        d.extend_from_slice(&20u32.to_ne_bytes());
+        d.extend_from_slice(&16u16.to_ne_bytes());
+        d.extend_from_slice(&[0; 10]);
+        d.extend_from_slice(&[0xaa; 4]); // payload of 4, already aligned
+        d.extend_from_slice(&64u32.to_ne_bytes());
+        d.extend_from_slice(&RTM_NEWNDUSEROPT.to_ne_bytes());
+        d.extend_from_slice(&[0; 10]);
+        let out = nduseropt_messages(&d);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].is_err(), "a length beyond the datagram is an error");
+        assert!(nduseropt_messages(&d[..20]).is_empty());
+    }
+}

@@ -460,3 +460,401 @@ fn retain_routes(link: &mut Uplink, keep: impl Fn(&DefaultRoute) -> bool) -> boo
     link.refresh_route_flags();
     link.default_routes.len() != n
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn link(ifindex: u32, name: &str) -> LinkInfo {
+        LinkInfo {
+            ifindex,
+            name: name.into(),
+            admin_up: true,
+            carrier: true,
+            loopback: false,
+            mtu: 1500,
+            alias: None,
+            kind: Some("veth".into()),
+        }
+    }
+
+    fn route(family: Family, oif: u32, gw: &str, metric: u32) -> DefaultRoute {
+        DefaultRoute {
+            family,
+            oif,
+            gateway: Some(gw.parse().unwrap()),
+            metric,
+            pref_src: None,
+        }
+    }
+
+    fn v4(addr: [u8; 4]) -> AddrChange {
+        AddrChange::V4(V4Addr {
+            addr: addr.into(),
+            prefix_len: 24,
+            global: true,
+        })
+    }
+
+    fn ra(ifindex: u32, options: Vec<RaOption>) -> NetEvent {
+        NetEvent::RaOptions(NdUserOpt {
+            ifindex,
+            icmp_type: 134,
+            source: Some("fe80::1".parse().unwrap()),
+            options,
+        })
+    }
+
+    fn pref64(p: &str, secs: u64) -> RaOption {
+        RaOption::Pref64 {
+            prefix: p.parse().unwrap(),
+            lifetime: Duration::from_secs(secs),
+        }
+    }
+
+    fn rdnss(servers: &[&str], secs: u64) -> RaOption {
+        RaOption::Rdnss {
+            servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+            lifetime: Duration::from_secs(secs),
+        }
+    }
+
+    fn with_link() -> Inventory {
+        let mut inv = Inventory::default();
+        assert!(inv.apply(NetEvent::Link(link(2, "eth0")), Instant::now()));
+        inv
+    }
+
+    #[test]
+    fn link_update_keeps_addresses_and_routes_and_is_idempotent() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: v4([198, 51, 100, 2]),
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V6, 2, "fe80::1", 1024)],
+                replace: false,
+            },
+            now,
+        );
+        let mut l = link(2, "uplink0");
+        l.mtu = 1400;
+        assert!(inv.apply(NetEvent::Link(l.clone()), now));
+        assert!(
+            !inv.apply(NetEvent::Link(l), now),
+            "same state again is no change"
+        );
+        let u = &inv.links[&2];
+        assert_eq!((u.name.as_str(), u.mtu), ("uplink0", 1400));
+        assert_eq!(u.v4_addrs.len(), 1);
+        assert!(u.v6_default_route);
+    }
+
+    #[test]
+    fn admin_down_flushes_ipv4_routes_only() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![
+                    route(Family::V4, 2, "198.51.100.1", 0),
+                    route(Family::V6, 2, "fe80::1", 1024),
+                ],
+                replace: false,
+            },
+            now,
+        );
+        let mut l = link(2, "eth0");
+        l.admin_up = false;
+        assert!(inv.apply(NetEvent::Link(l), now));
+        assert!(!inv.links[&2].v4_default_route);
+        assert!(inv.links[&2].v6_default_route);
+    }
+
+    #[test]
+    fn one_of_two_default_routes_going_keeps_the_flag() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        let a = route(Family::V6, 2, "fe80::1", 1024);
+        let b = route(Family::V6, 2, "fe80::2", 1024);
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![a.clone(), b.clone()],
+                replace: false,
+            },
+            now,
+        );
+        assert!(inv.apply(NetEvent::RouteGone(vec![a.clone()]), now));
+        assert!(inv.links[&2].v6_default_route);
+        assert!(
+            !inv.apply(NetEvent::RouteGone(vec![a]), now),
+            "already gone"
+        );
+        assert!(inv.apply(NetEvent::RouteGone(vec![b]), now));
+        assert!(!inv.links[&2].v6_default_route);
+    }
+
+    #[test]
+    fn replace_moves_the_route_between_links() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 2, "198.51.100.1", 0)],
+                replace: false,
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 3, "203.0.113.1", 0)],
+                replace: true,
+            },
+            now,
+        );
+        assert!(!inv.links[&2].v4_default_route);
+        assert!(inv.links[&3].v4_default_route);
+    }
+
+    #[test]
+    fn losing_the_last_ipv4_address_or_the_preferred_source_flushes_ipv4_routes() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: v4([198, 51, 100, 2]),
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: v4([198, 51, 100, 3]),
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 3,
+                change: v4([203, 0, 113, 2]),
+            },
+            now,
+        );
+        let mut via_src = route(Family::V4, 3, "203.0.113.1", 10);
+        via_src.pref_src = Some("198.51.100.3".parse().unwrap());
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 2, "198.51.100.1", 0), via_src],
+                replace: false,
+            },
+            now,
+        );
+        // 198.51.100.3 was eth1's route's preferred source: that route goes.
+        let gone3 = AddrChange::V4Gone {
+            addr: [198, 51, 100, 3].into(),
+            prefix_len: 24,
+        };
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: gone3
+            },
+            now
+        ));
+        assert!(!inv.links[&3].v4_default_route);
+        assert!(inv.links[&2].v4_default_route, "eth0 still has an address");
+        let gone2 = AddrChange::V4Gone {
+            addr: [198, 51, 100, 2].into(),
+            prefix_len: 24,
+        };
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: gone2
+            },
+            now
+        ));
+        assert!(!inv.links[&2].v4_default_route);
+    }
+
+    #[test]
+    fn events_for_unknown_links_are_ignored() {
+        let now = Instant::now();
+        let mut inv = Inventory::default();
+        assert!(!inv.apply(
+            NetEvent::Addr {
+                ifindex: 9,
+                change: v4([192, 0, 2, 1])
+            },
+            now
+        ));
+        assert!(!inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 9, "192.0.2.254", 0)],
+                replace: false
+            },
+            now
+        ));
+        assert!(!inv.apply(ra(9, vec![pref64("64:ff9b::/96", 600)]), now));
+        assert!(!inv.apply(NetEvent::LinkGone(9), now));
+        assert!(inv.links.is_empty());
+    }
+
+    #[test]
+    fn v6_address_flags_update_in_place() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        let mut a = V6Addr {
+            addr: "2001:db8:1::5".parse().unwrap(),
+            prefix_len: 64,
+            tentative: true,
+            dad_failed: false,
+            deprecated: false,
+            temporary: false,
+            global: true,
+        };
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: AddrChange::V6(a.clone()),
+            },
+            now,
+        );
+        a.tentative = false;
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: AddrChange::V6(a.clone())
+            },
+            now
+        ));
+        assert_eq!(inv.links[&2].v6_addrs, vec![a.clone()]);
+        let gone = AddrChange::V6Gone {
+            addr: a.addr,
+            prefix_len: 64,
+        };
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: gone
+            },
+            now
+        ));
+        assert!(inv.links[&2].v6_addrs.is_empty());
+    }
+
+    #[test]
+    fn pref64_learnt_refreshed_withdrawn_and_expired() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t0));
+        let p = inv.links[&2].pref64.clone().unwrap();
+        assert_eq!(p.prefix.to_string(), "2001:db8:64::/96");
+        assert_eq!(p.expires, t0 + Duration::from_secs(600));
+        assert_eq!(inv.next_expiry(), Some(t0 + Duration::from_secs(600)));
+
+        // A withdrawal of another prefix leaves ours alone; of ours removes it.
+        assert!(!inv.apply(ra(2, vec![pref64("64:ff9b::/96", 0)]), t0));
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 0)]), t0));
+        assert!(inv.links[&2].pref64.is_none());
+        assert_eq!(inv.next_expiry(), None);
+
+        // Refreshed by a later RA, then its lifetime runs out.
+        inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t0);
+        let t1 = t0 + Duration::from_secs(500);
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t1));
+        assert!(!inv.expire(t0 + Duration::from_secs(600)));
+        assert!(inv.expire(t1 + Duration::from_secs(600)));
+        assert!(inv.links[&2].pref64.is_none());
+    }
+
+    #[test]
+    fn rdnss_per_server_lifetimes() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            ra(2, vec![rdnss(&["2001:db8::53", "2001:db8::54"], 100)]),
+            t0,
+        );
+        inv.apply(ra(2, vec![rdnss(&["2001:db8::54"], 300)]), t0);
+        assert_eq!(inv.links[&2].rdnss.len(), 2);
+        assert_eq!(inv.next_expiry(), Some(t0 + Duration::from_secs(100)));
+        assert!(inv.expire(t0 + Duration::from_secs(100)));
+        let left: Vec<_> = inv.links[&2]
+            .rdnss
+            .iter()
+            .map(|r| r.server.to_string())
+            .collect();
+        assert_eq!(left, ["2001:db8::54"]);
+        assert!(inv.apply(ra(2, vec![rdnss(&["2001:db8::54"], 0)]), t0));
+        assert!(inv.links[&2].rdnss.is_empty());
+        // An infinite lifetime (0xffffffff s) does not overflow.
+        assert!(inv.apply(
+            ra(2, vec![rdnss(&["2001:db8::55"], u64::from(u32::MAX))]),
+            t0
+        ));
+    }
+
+    #[test]
+    fn options_of_other_icmp_types_are_ignored() {
+        let mut inv = with_link();
+        let ev = NetEvent::RaOptions(NdUserOpt {
+            ifindex: 2,
+            icmp_type: 137,
+            source: None,
+            options: vec![pref64("64:ff9b::/96", 600)],
+        });
+        assert!(!inv.apply(ev, Instant::now()));
+    }
+
+    #[test]
+    fn resync_replaces_state_but_keeps_ra_learnt_for_surviving_links() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        inv.apply(
+            ra(
+                2,
+                vec![
+                    pref64("2001:db8:64::/96", 600),
+                    rdnss(&["2001:db8::53"], 60),
+                ],
+            ),
+            now,
+        );
+        inv.apply(ra(3, vec![pref64("64:ff9b::/96", 600)]), now);
+
+        let mut fresh = Inventory::default();
+        let mut eth0 = Uplink::new(2, "eth0");
+        eth0.admin_up = true;
+        eth0.v6_default_route = true;
+        fresh.links.insert(2, eth0);
+        fresh.links.insert(4, Uplink::new(4, "eth2"));
+        assert!(inv.apply(NetEvent::Resync(fresh), now));
+
+        assert_eq!(inv.links.keys().copied().collect::<Vec<_>>(), [2, 4]);
+        assert!(inv.links[&2].v6_default_route);
+        assert_eq!(
+            inv.links[&2].pref64.as_ref().unwrap().prefix.to_string(),
+            "2001:db8:64::/96"
+        );
+        assert_eq!(inv.links[&2].rdnss.len(), 1);
+        assert!(inv.links[&4].pref64.is_none());
+        let same = inv.clone();
+        assert!(
+            !inv.apply(NetEvent::Resync(same), now),
+            "the same dump again is no change"
+        );
+    }
+}
