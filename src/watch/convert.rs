@@ -267,6 +267,7 @@ pub fn nduseropt_messages(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::net::Ipv4Addr;
 

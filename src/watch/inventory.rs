@@ -462,6 +462,7 @@ fn retain_routes(link: &mut Uplink, keep: impl Fn(&DefaultRoute) -> bool) -> boo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::time::Duration;
 
