@@ -2,6 +2,7 @@
 
 pub mod ndopt;
 pub mod prefix;
+pub mod rfc7050;
 
 pub use prefix::{Nat64Prefix, PrefixError};
 
