@@ -75,6 +75,18 @@ impl Watched {
         }
     }
 
+    /// Apply events until the watcher has sent `n` resyncs in all.
+    async fn until_resyncs(&mut self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.resyncs < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(ev)) => self.apply(ev),
+                Ok(None) => panic!("watcher stopped while waiting for resync {n}"),
+                Err(_) => panic!("timed out waiting for resync {n}"),
+            }
+        }
+    }
+
     /// The watched inventory agrees with a fresh dump (apart from what only RAs tell),
     /// once the events in flight have arrived.
     async fn agrees_with_dump(&mut self, step: &str) {
@@ -134,6 +146,10 @@ fn router_advertisement(
 /// Send `ra` out of `dev` to all nodes, as a router would (hop limit 255; the kernel fills in
 /// the ICMPv6 checksum for raw ICMPv6 sockets).
 fn send_ra(dev: &str, ifindex: u32, ra: &[u8]) {
+    send_ras(dev, ifindex, ra, 1);
+}
+
+fn send_ras(dev: &str, ifindex: u32, ra: &[u8], count: usize) {
     let s = socket2::Socket::new(
         socket2::Domain::IPV6,
         socket2::Type::RAW,
@@ -143,7 +159,9 @@ fn send_ra(dev: &str, ifindex: u32, ra: &[u8]) {
     s.bind_device(Some(dev.as_bytes())).unwrap();
     s.set_multicast_hops_v6(255).unwrap();
     let to = SocketAddrV6::new("ff02::1".parse().unwrap(), 0, 0, ifindex);
-    s.send_to(ra, &to.into()).unwrap();
+    for _ in 0..count {
+        s.send_to(ra, &to.into()).unwrap();
+    }
 }
 
 fn uplink<'a>(inv: &'a Inventory, name: &str) -> Option<&'a Uplink> {
@@ -345,6 +363,25 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
         .await;
     }
 
+    // Overrun: this task sends a flood of RAs without yielding, so the watcher (same thread) does
+    // not read its ND socket, which overflows. The watcher must see ENOBUFS, dump again, and keep
+    // the PREF64 learnt before.
+    let want: Nat64Prefix = "2001:db8:64::/96".parse().unwrap();
+    let ra = router_advertisement("2001:db8:64::", 0, 600, dns, 300);
+    send_ra(peer, peer_index, &ra);
+    w.until("PREF64 before the flood", |i| {
+        uplink(i, up).is_some_and(|l| l.pref64.as_ref().is_some_and(|p| p.prefix == want))
+    })
+    .await;
+    assert_eq!(w.resyncs, 1);
+    send_ras(peer, peer_index, &ra, 20_000);
+    w.until_resyncs(2).await;
+    assert!(
+        uplink(&w.inv, up).is_some_and(|l| l.pref64.as_ref().is_some_and(|p| p.prefix == want)),
+        "PREF64 carried over the resync"
+    );
+    w.agrees_with_dump("after overrun").await;
+
     // Link down, then gone.
     sh(ns, &format!("ip link set {up} down"));
     w.until("link down", |i| {
@@ -358,7 +395,7 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
     })
     .await;
 
-    assert_eq!(w.resyncs, 1, "no overrun expected in this test");
+    assert_eq!(w.resyncs, 2, "one resync at start, one after the overrun");
     drop(w);
     // The receiver is gone: the watcher ends cleanly.
     let ended = tokio::time::timeout(Duration::from_secs(2), watcher).await;

@@ -1,6 +1,8 @@
 //! The I/O edge of the watcher: one rtnetlink connection subscribed to link, address and route
 //! events, and one plain netlink socket on the ND user-option group for RA options.
 
+use std::os::fd::AsRawFd;
+
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::route::RouteMessage;
@@ -53,13 +55,13 @@ pub async fn run(tx: Sender<NetEvent>) -> Result<(), WatchError> {
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Route,
     ])?;
-    conn.socket_mut().socket_mut().set_rx_buf_sz(RX_BUF)?;
+    grow_rx_buffer(conn.socket_mut().socket_mut())?;
     let _conn = ConnectionTask(tokio::spawn(conn));
 
     let mut nd = TokioSocket::new(NETLINK_ROUTE)?;
     nd.socket_mut().bind(&SocketAddr::new(0, 0))?;
     nd.socket_mut().add_membership(RTNLGRP_ND_USEROPT)?;
-    nd.socket_mut().set_rx_buf_sz(RX_BUF)?;
+    grow_rx_buffer(nd.socket_mut())?;
 
     // Subscribed before dumping: every change after this point is queued as an event, so
     // applying the queued events on top of the dump gives the current state.
@@ -146,6 +148,27 @@ pub async fn ifindex(name: &str) -> Result<u32, WatchError> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Give a netlink socket a receive buffer of [`RX_BUF`]: beyond `net.core.rmem_max` when we may
+/// (`SO_RCVBUFFORCE` needs CAP_NET_ADMIN, which the daemon has), else as much as it allows.
+fn grow_rx_buffer(socket: &netlink_sys::Socket) -> std::io::Result<()> {
+    let size = libc::c_int::try_from(RX_BUF).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the fd is a socket that `socket` owns for the duration of the call; the option
+    // value points to a c_int that outlives the call, and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    socket.set_rx_buf_sz(RX_BUF)
 }
 
 async fn dump_with(handle: &Handle) -> Result<Inventory, WatchError> {
