@@ -233,6 +233,13 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
     })
     .await;
 
+    let idx = uplink(&w.inv, up).unwrap().ifindex;
+    assert_eq!(watch::ifindex(up).await.unwrap(), idx);
+    assert!(matches!(
+        watch::ifindex("w4-none").await,
+        Err(watch::WatchError::NoSuchLink(n)) if n == "w4-none"
+    ));
+
     // Up, with carrier.
     sh(
         ns,
