@@ -2,9 +2,10 @@
 //! read by the policy. No I/O here.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
+use crate::discovery::ndopt::{NdUserOpt, RaOption};
 use crate::discovery::Nat64Prefix;
 
 /// One IPv6 address on a link, with the flags the policy cares about.
@@ -69,6 +70,9 @@ pub struct Uplink {
     pub v6_default_route: bool,
     /// An IPv4 default route (`0.0.0.0/0`) leaves through this link (main table).
     pub v4_default_route: bool,
+    /// The main-table default routes (one entry per next hop) leaving through this link; the two
+    /// flags above are derived from it whenever a route event touches this link.
+    pub default_routes: Vec<DefaultRoute>,
     pub pref64: Option<LearntPref64>,
     pub rdnss: Vec<LearntRdnss>,
 }
@@ -89,6 +93,7 @@ impl Uplink {
             v4_addrs: Vec::new(),
             v6_default_route: false,
             v4_default_route: false,
+            default_routes: Vec::new(),
             pref64: None,
             rdnss: Vec::new(),
         }
@@ -127,5 +132,730 @@ impl Inventory {
         self.links
             .values()
             .flat_map(|l| l.v4_addrs.iter().map(|a| a.addr))
+    }
+}
+
+/// The address family of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// One next hop of a main-table default route (`0.0.0.0/0` or `::/0`): a multipath route gives
+/// one entry per next hop. Whole-value equality identifies it, because the kernel's
+/// `RTM_DELROUTE` carries the same attributes as the `RTM_NEWROUTE` that created it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DefaultRoute {
+    pub family: Family,
+    /// Outgoing interface of this next hop.
+    pub oif: u32,
+    pub gateway: Option<IpAddr>,
+    /// `RTA_PRIORITY` (0 when absent).
+    pub metric: u32,
+    /// `RTA_PREFSRC`: the kernel silently drops IPv4 routes whose preferred source goes away.
+    pub pref_src: Option<IpAddr>,
+}
+
+/// The link-level facts of one `RTM_NEWLINK`: everything except addresses, routes and RA options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub name: String,
+    pub admin_up: bool,
+    pub carrier: bool,
+    pub loopback: bool,
+    pub mtu: u32,
+    pub alias: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// An address appearing, changing (same address, new flags) or going away on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrChange {
+    V6(V6Addr),
+    V6Gone { addr: Ipv6Addr, prefix_len: u8 },
+    V4(V4Addr),
+    V4Gone { addr: Ipv4Addr, prefix_len: u8 },
+}
+
+/// One thing the watcher learnt. Applying the events in the order the kernel sent them, on top
+/// of the last [`NetEvent::Resync`], reproduces the kernel's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A link appeared or changed (`RTM_NEWLINK`).
+    Link(LinkInfo),
+    /// A link went away (`RTM_DELLINK`), by index.
+    LinkGone(u32),
+    /// An address appeared, changed or went away (`RTM_NEWADDR` / `RTM_DELADDR`).
+    Addr { ifindex: u32, change: AddrChange },
+    /// Default-route next hops appeared (`RTM_NEWROUTE`). With `replace` (`NLM_F_REPLACE`), the
+    /// routes of the same family and metric that were there before are gone.
+    Route {
+        routes: Vec<DefaultRoute>,
+        replace: bool,
+    },
+    /// Default-route next hops went away (`RTM_DELROUTE`).
+    RouteGone(Vec<DefaultRoute>),
+    /// Options of one router advertisement (`RTM_NEWNDUSEROPT`).
+    RaOptions(NdUserOpt),
+    /// A full dump (at start and after a netlink overrun). What was learnt from router
+    /// advertisements cannot be dumped, so it is carried over for links that still exist.
+    Resync(Inventory),
+}
+
+/// `now + lifetime`, saturating far in the future instead of overflowing `Instant`.
+fn deadline(now: Instant, lifetime: std::time::Duration) -> Instant {
+    now.checked_add(lifetime)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(u64::from(u32::MAX))))
+        .unwrap_or(now)
+}
+
+impl Uplink {
+    /// Recompute the two default-route flags from `default_routes`.
+    fn refresh_route_flags(&mut self) {
+        self.v4_default_route = self.default_routes.iter().any(|r| r.family == Family::V4);
+        self.v6_default_route = self.default_routes.iter().any(|r| r.family == Family::V6);
+    }
+
+    fn set_link_info(&mut self, info: LinkInfo) {
+        let LinkInfo {
+            ifindex,
+            name,
+            admin_up,
+            carrier,
+            loopback,
+            mtu,
+            alias,
+            kind,
+        } = info;
+        self.ifindex = ifindex;
+        self.name = name;
+        self.admin_up = admin_up;
+        self.carrier = carrier;
+        self.loopback = loopback;
+        self.mtu = mtu;
+        self.alias = alias;
+        self.kind = kind;
+    }
+}
+
+impl Inventory {
+    /// Apply one event; returns whether anything changed.
+    pub fn apply(&mut self, ev: NetEvent, now: Instant) -> bool {
+        match ev {
+            NetEvent::Link(info) => self.apply_link(info),
+            NetEvent::LinkGone(ifindex) => self.links.remove(&ifindex).is_some(),
+            NetEvent::Addr { ifindex, change } => self.apply_addr(ifindex, change),
+            NetEvent::Route { routes, replace } => self.apply_routes(routes, replace),
+            NetEvent::RouteGone(routes) => self.remove_routes(&routes),
+            NetEvent::RaOptions(opt) => self.apply_ra(opt, now),
+            NetEvent::Resync(fresh) => self.resync(fresh),
+        }
+    }
+
+    fn apply_link(&mut self, info: LinkInfo) -> bool {
+        let ifindex = info.ifindex;
+        let link = self
+            .links
+            .entry(ifindex)
+            .or_insert_with(|| Uplink::new(ifindex, info.name.clone()));
+        let before = link.clone();
+        let down = !info.admin_up;
+        link.set_link_info(info);
+        if down {
+            // The kernel flushes IPv4 routes through a link that goes down without telling
+            // anyone (IPv6 sends RTM_DELROUTE).
+            link.default_routes.retain(|r| r.family != Family::V4);
+            link.refresh_route_flags();
+        }
+        *link != before
+    }
+
+    fn apply_addr(&mut self, ifindex: u32, change: AddrChange) -> bool {
+        // An address for a link we do not know yet: the RTM_NEWLINK is still queued behind it
+        // (or the link is already gone); the events that follow will bring it.
+        let Some(link) = self.links.get_mut(&ifindex) else {
+            return false;
+        };
+        match change {
+            AddrChange::V6(a) => {
+                match link
+                    .v6_addrs
+                    .iter_mut()
+                    .find(|x| x.addr == a.addr && x.prefix_len == a.prefix_len)
+                {
+                    Some(x) if *x == a => false,
+                    Some(x) => {
+                        *x = a;
+                        true
+                    }
+                    None => {
+                        link.v6_addrs.push(a);
+                        true
+                    }
+                }
+            }
+            AddrChange::V6Gone { addr, prefix_len } => {
+                let n = link.v6_addrs.len();
+                link.v6_addrs
+                    .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
+                link.v6_addrs.len() != n
+            }
+            AddrChange::V4(a) => {
+                match link
+                    .v4_addrs
+                    .iter_mut()
+                    .find(|x| x.addr == a.addr && x.prefix_len == a.prefix_len)
+                {
+                    Some(x) if *x == a => false,
+                    Some(x) => {
+                        *x = a;
+                        true
+                    }
+                    None => {
+                        link.v4_addrs.push(a);
+                        true
+                    }
+                }
+            }
+            AddrChange::V4Gone { addr, prefix_len } => {
+                let n = link.v4_addrs.len();
+                link.v4_addrs
+                    .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
+                let mut changed = link.v4_addrs.len() != n;
+                // The kernel silently flushes IPv4 routes when their link loses its last IPv4
+                // address, and anywhere when their preferred source is no longer on the host.
+                if link.v4_addrs.is_empty() {
+                    changed |= retain_routes(link, |r| r.family != Family::V4);
+                }
+                let still_local = self.v4_addresses_in_use().any(|a| a == addr);
+                if !still_local {
+                    let gone = Some(IpAddr::V4(addr));
+                    for l in self.links.values_mut() {
+                        changed |= retain_routes(l, |r| r.pref_src != gone);
+                    }
+                }
+                changed
+            }
+        }
+    }
+
+    fn apply_routes(&mut self, routes: Vec<DefaultRoute>, replace: bool) -> bool {
+        let mut changed = false;
+        if replace {
+            for r in &routes {
+                for l in self.links.values_mut() {
+                    changed |=
+                        retain_routes(l, |x| !(x.family == r.family && x.metric == r.metric));
+                }
+            }
+        }
+        for r in routes {
+            if let Some(link) = self.links.get_mut(&r.oif) {
+                if !link.default_routes.contains(&r) {
+                    link.default_routes.push(r);
+                    link.refresh_route_flags();
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    fn remove_routes(&mut self, routes: &[DefaultRoute]) -> bool {
+        let mut changed = false;
+        for r in routes {
+            if let Some(link) = self.links.get_mut(&r.oif) {
+                changed |= retain_routes(link, |x| x != r);
+            }
+        }
+        changed
+    }
+
+    fn apply_ra(&mut self, opt: NdUserOpt, now: Instant) -> bool {
+        // 134: router advertisement; the kernel forwards options of nothing else today.
+        if opt.icmp_type != 134 {
+            return false;
+        }
+        let Some(link) = self.links.get_mut(&opt.ifindex) else {
+            return false;
+        };
+        let before = (link.pref64.clone(), link.rdnss.clone());
+        for o in opt.options {
+            match o {
+                RaOption::Pref64 { prefix, lifetime } if lifetime.is_zero() => {
+                    if link.pref64.as_ref().is_some_and(|p| p.prefix == prefix) {
+                        link.pref64 = None;
+                    }
+                }
+                RaOption::Pref64 { prefix, lifetime } => {
+                    link.pref64 = Some(LearntPref64 {
+                        prefix,
+                        expires: deadline(now, lifetime),
+                    });
+                }
+                RaOption::Rdnss { servers, lifetime } => {
+                    for server in servers {
+                        link.rdnss.retain(|r| r.server != server);
+                        if !lifetime.is_zero() {
+                            link.rdnss.push(LearntRdnss {
+                                server,
+                                expires: deadline(now, lifetime),
+                            });
+                        }
+                    }
+                }
+                RaOption::Other { .. } => {}
+            }
+        }
+        before != (link.pref64.clone(), link.rdnss.clone())
+    }
+
+    fn resync(&mut self, mut fresh: Inventory) -> bool {
+        for (ifindex, link) in fresh.links.iter_mut() {
+            if let Some(old) = self.links.get(ifindex) {
+                link.pref64.clone_from(&old.pref64);
+                link.rdnss.clone_from(&old.rdnss);
+            }
+        }
+        let changed = *self != fresh;
+        *self = fresh;
+        changed
+    }
+
+    /// Drop PREF64 and RDNSS entries whose lifetime has run out; returns whether any did.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for link in self.links.values_mut() {
+            if link.pref64.as_ref().is_some_and(|p| p.expires <= now) {
+                link.pref64 = None;
+                changed = true;
+            }
+            let n = link.rdnss.len();
+            link.rdnss.retain(|r| r.expires > now);
+            changed |= link.rdnss.len() != n;
+        }
+        changed
+    }
+
+    /// The earliest moment [`Inventory::expire`] has something to do.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .flat_map(|l| {
+                l.pref64
+                    .iter()
+                    .map(|p| p.expires)
+                    .chain(l.rdnss.iter().map(|r| r.expires))
+            })
+            .min()
+    }
+}
+
+/// Keep the link's default routes for which `keep` holds; returns whether any went away.
+fn retain_routes(link: &mut Uplink, keep: impl Fn(&DefaultRoute) -> bool) -> bool {
+    let n = link.default_routes.len();
+    link.default_routes.retain(|r| keep(r));
+    link.refresh_route_flags();
+    link.default_routes.len() != n
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn link(ifindex: u32, name: &str) -> LinkInfo {
+        LinkInfo {
+            ifindex,
+            name: name.into(),
+            admin_up: true,
+            carrier: true,
+            loopback: false,
+            mtu: 1500,
+            alias: None,
+            kind: Some("veth".into()),
+        }
+    }
+
+    fn route(family: Family, oif: u32, gw: &str, metric: u32) -> DefaultRoute {
+        DefaultRoute {
+            family,
+            oif,
+            gateway: Some(gw.parse().unwrap()),
+            metric,
+            pref_src: None,
+        }
+    }
+
+    fn v4(addr: [u8; 4]) -> AddrChange {
+        AddrChange::V4(V4Addr {
+            addr: addr.into(),
+            prefix_len: 24,
+            global: true,
+        })
+    }
+
+    fn ra(ifindex: u32, options: Vec<RaOption>) -> NetEvent {
+        NetEvent::RaOptions(NdUserOpt {
+            ifindex,
+            icmp_type: 134,
+            source: Some("fe80::1".parse().unwrap()),
+            options,
+        })
+    }
+
+    fn pref64(p: &str, secs: u64) -> RaOption {
+        RaOption::Pref64 {
+            prefix: p.parse().unwrap(),
+            lifetime: Duration::from_secs(secs),
+        }
+    }
+
+    fn rdnss(servers: &[&str], secs: u64) -> RaOption {
+        RaOption::Rdnss {
+            servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+            lifetime: Duration::from_secs(secs),
+        }
+    }
+
+    fn with_link() -> Inventory {
+        let mut inv = Inventory::default();
+        assert!(inv.apply(NetEvent::Link(link(2, "eth0")), Instant::now()));
+        inv
+    }
+
+    #[test]
+    fn link_update_keeps_addresses_and_routes_and_is_idempotent() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: v4([198, 51, 100, 2]),
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V6, 2, "fe80::1", 1024)],
+                replace: false,
+            },
+            now,
+        );
+        let mut l = link(2, "uplink0");
+        l.mtu = 1400;
+        assert!(inv.apply(NetEvent::Link(l.clone()), now));
+        assert!(
+            !inv.apply(NetEvent::Link(l), now),
+            "same state again is no change"
+        );
+        let u = &inv.links[&2];
+        assert_eq!((u.name.as_str(), u.mtu), ("uplink0", 1400));
+        assert_eq!(u.v4_addrs.len(), 1);
+        assert!(u.v6_default_route);
+    }
+
+    #[test]
+    fn admin_down_flushes_ipv4_routes_only() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![
+                    route(Family::V4, 2, "198.51.100.1", 0),
+                    route(Family::V6, 2, "fe80::1", 1024),
+                ],
+                replace: false,
+            },
+            now,
+        );
+        let mut l = link(2, "eth0");
+        l.admin_up = false;
+        assert!(inv.apply(NetEvent::Link(l), now));
+        assert!(!inv.links[&2].v4_default_route);
+        assert!(inv.links[&2].v6_default_route);
+    }
+
+    #[test]
+    fn one_of_two_default_routes_going_keeps_the_flag() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        let a = route(Family::V6, 2, "fe80::1", 1024);
+        let b = route(Family::V6, 2, "fe80::2", 1024);
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![a.clone(), b.clone()],
+                replace: false,
+            },
+            now,
+        );
+        assert!(inv.apply(NetEvent::RouteGone(vec![a.clone()]), now));
+        assert!(inv.links[&2].v6_default_route);
+        assert!(
+            !inv.apply(NetEvent::RouteGone(vec![a]), now),
+            "already gone"
+        );
+        assert!(inv.apply(NetEvent::RouteGone(vec![b]), now));
+        assert!(!inv.links[&2].v6_default_route);
+    }
+
+    #[test]
+    fn replace_moves_the_route_between_links() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 2, "198.51.100.1", 0)],
+                replace: false,
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 3, "203.0.113.1", 0)],
+                replace: true,
+            },
+            now,
+        );
+        assert!(!inv.links[&2].v4_default_route);
+        assert!(inv.links[&3].v4_default_route);
+    }
+
+    #[test]
+    fn losing_the_last_ipv4_address_or_the_preferred_source_flushes_ipv4_routes() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: v4([198, 51, 100, 2]),
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: v4([198, 51, 100, 3]),
+            },
+            now,
+        );
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 3,
+                change: v4([203, 0, 113, 2]),
+            },
+            now,
+        );
+        let mut via_src = route(Family::V4, 3, "203.0.113.1", 10);
+        via_src.pref_src = Some("198.51.100.3".parse().unwrap());
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 2, "198.51.100.1", 0), via_src],
+                replace: false,
+            },
+            now,
+        );
+        // 198.51.100.3 was eth1's route's preferred source: that route goes.
+        let gone3 = AddrChange::V4Gone {
+            addr: [198, 51, 100, 3].into(),
+            prefix_len: 24,
+        };
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: gone3
+            },
+            now
+        ));
+        assert!(!inv.links[&3].v4_default_route);
+        assert!(inv.links[&2].v4_default_route, "eth0 still has an address");
+        let gone2 = AddrChange::V4Gone {
+            addr: [198, 51, 100, 2].into(),
+            prefix_len: 24,
+        };
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: gone2
+            },
+            now
+        ));
+        assert!(!inv.links[&2].v4_default_route);
+    }
+
+    #[test]
+    fn events_for_unknown_links_are_ignored() {
+        let now = Instant::now();
+        let mut inv = Inventory::default();
+        assert!(!inv.apply(
+            NetEvent::Addr {
+                ifindex: 9,
+                change: v4([192, 0, 2, 1])
+            },
+            now
+        ));
+        assert!(!inv.apply(
+            NetEvent::Route {
+                routes: vec![route(Family::V4, 9, "192.0.2.254", 0)],
+                replace: false
+            },
+            now
+        ));
+        assert!(!inv.apply(ra(9, vec![pref64("64:ff9b::/96", 600)]), now));
+        assert!(!inv.apply(NetEvent::LinkGone(9), now));
+        assert!(inv.links.is_empty());
+    }
+
+    #[test]
+    fn v6_address_flags_update_in_place() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        let mut a = V6Addr {
+            addr: "2001:db8:1::5".parse().unwrap(),
+            prefix_len: 64,
+            tentative: true,
+            dad_failed: false,
+            deprecated: false,
+            temporary: false,
+            global: true,
+        };
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: AddrChange::V6(a.clone()),
+            },
+            now,
+        );
+        a.tentative = false;
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: AddrChange::V6(a.clone())
+            },
+            now
+        ));
+        assert_eq!(inv.links[&2].v6_addrs, vec![a.clone()]);
+        let gone = AddrChange::V6Gone {
+            addr: a.addr,
+            prefix_len: 64,
+        };
+        assert!(inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: gone
+            },
+            now
+        ));
+        assert!(inv.links[&2].v6_addrs.is_empty());
+    }
+
+    #[test]
+    fn pref64_learnt_refreshed_withdrawn_and_expired() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t0));
+        let p = inv.links[&2].pref64.clone().unwrap();
+        assert_eq!(p.prefix.to_string(), "2001:db8:64::/96");
+        assert_eq!(p.expires, t0 + Duration::from_secs(600));
+        assert_eq!(inv.next_expiry(), Some(t0 + Duration::from_secs(600)));
+
+        // A withdrawal of another prefix leaves ours alone; of ours removes it.
+        assert!(!inv.apply(ra(2, vec![pref64("64:ff9b::/96", 0)]), t0));
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 0)]), t0));
+        assert!(inv.links[&2].pref64.is_none());
+        assert_eq!(inv.next_expiry(), None);
+
+        // Refreshed by a later RA, then its lifetime runs out.
+        inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t0);
+        let t1 = t0 + Duration::from_secs(500);
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t1));
+        assert!(!inv.expire(t0 + Duration::from_secs(600)));
+        assert!(inv.expire(t1 + Duration::from_secs(600)));
+        assert!(inv.links[&2].pref64.is_none());
+    }
+
+    #[test]
+    fn rdnss_per_server_lifetimes() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            ra(2, vec![rdnss(&["2001:db8::53", "2001:db8::54"], 100)]),
+            t0,
+        );
+        inv.apply(ra(2, vec![rdnss(&["2001:db8::54"], 300)]), t0);
+        assert_eq!(inv.links[&2].rdnss.len(), 2);
+        assert_eq!(inv.next_expiry(), Some(t0 + Duration::from_secs(100)));
+        assert!(inv.expire(t0 + Duration::from_secs(100)));
+        let left: Vec<_> = inv.links[&2]
+            .rdnss
+            .iter()
+            .map(|r| r.server.to_string())
+            .collect();
+        assert_eq!(left, ["2001:db8::54"]);
+        assert!(inv.apply(ra(2, vec![rdnss(&["2001:db8::54"], 0)]), t0));
+        assert!(inv.links[&2].rdnss.is_empty());
+        // An infinite lifetime (0xffffffff s) does not overflow.
+        assert!(inv.apply(
+            ra(2, vec![rdnss(&["2001:db8::55"], u64::from(u32::MAX))]),
+            t0
+        ));
+    }
+
+    #[test]
+    fn options_of_other_icmp_types_are_ignored() {
+        let mut inv = with_link();
+        let ev = NetEvent::RaOptions(NdUserOpt {
+            ifindex: 2,
+            icmp_type: 137,
+            source: None,
+            options: vec![pref64("64:ff9b::/96", 600)],
+        });
+        assert!(!inv.apply(ev, Instant::now()));
+    }
+
+    #[test]
+    fn resync_replaces_state_but_keeps_ra_learnt_for_surviving_links() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        inv.apply(
+            ra(
+                2,
+                vec![
+                    pref64("2001:db8:64::/96", 600),
+                    rdnss(&["2001:db8::53"], 60),
+                ],
+            ),
+            now,
+        );
+        inv.apply(ra(3, vec![pref64("64:ff9b::/96", 600)]), now);
+
+        let mut fresh = Inventory::default();
+        let mut eth0 = Uplink::new(2, "eth0");
+        eth0.admin_up = true;
+        eth0.v6_default_route = true;
+        fresh.links.insert(2, eth0);
+        fresh.links.insert(4, Uplink::new(4, "eth2"));
+        assert!(inv.apply(NetEvent::Resync(fresh), now));
+
+        assert_eq!(inv.links.keys().copied().collect::<Vec<_>>(), [2, 4]);
+        assert!(inv.links[&2].v6_default_route);
+        assert_eq!(
+            inv.links[&2].pref64.as_ref().unwrap().prefix.to_string(),
+            "2001:db8:64::/96"
+        );
+        assert_eq!(inv.links[&2].rdnss.len(), 1);
+        assert!(inv.links[&4].pref64.is_none());
+        let same = inv.clone();
+        assert!(
+            !inv.apply(NetEvent::Resync(same), now),
+            "the same dump again is no change"
+        );
     }
 }

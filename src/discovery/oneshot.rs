@@ -1,0 +1,2 @@
+pub async fn discover_once() {}
+pub struct DiscoveryReport;

@@ -1,0 +1,534 @@
+//! Netlink messages to [`NetEvent`]s: pure functions, no sockets.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REPLACE};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::discovery::ndopt::{parse_nduseropt, NdOptError, NdUserOpt};
+
+use super::inventory::{
+    AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, V4Addr, V6Addr,
+};
+
+/// `RTM_NEWNDUSEROPT` (linux/rtnetlink.h); netlink-packet-route does not know it.
+pub const RTM_NEWNDUSEROPT: u16 = 68;
+/// `RTNLGRP_ND_USEROPT`: the multicast group the kernel forwards RA options to.
+pub const RTNLGRP_ND_USEROPT: u32 = 20;
+
+const NLMSG_HDRLEN: usize = 16;
+
+/// The events in one message from the rtnetlink event stream (or a dump): links, addresses and
+/// main-table default routes; everything else gives none.
+pub fn message_events(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Vec<NetEvent> {
+    let NetlinkPayload::InnerMessage(inner) = &msg.payload else {
+        return Vec::new();
+    };
+    let replace = msg.header.flags & NLM_F_REPLACE != 0;
+    match inner {
+        RouteNetlinkMessage::NewLink(m) => link_event(m).into_iter().collect(),
+        RouteNetlinkMessage::DelLink(m) => link_gone_event(m).into_iter().collect(),
+        RouteNetlinkMessage::NewAddress(m) => addr_event(m, false).into_iter().collect(),
+        RouteNetlinkMessage::DelAddress(m) => addr_event(m, true).into_iter().collect(),
+        RouteNetlinkMessage::NewRoute(m) => route_event(m, false, replace).into_iter().collect(),
+        RouteNetlinkMessage::DelRoute(m) => route_event(m, true, false).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `RTM_NEWLINK` → [`NetEvent::Link`]. Messages of another family (bridge port notifications,
+/// `AF_BRIDGE`) carry only part of the link and give none.
+pub fn link_event(m: &LinkMessage) -> Option<NetEvent> {
+    if m.header.interface_family != AddressFamily::Unspec || m.header.index == 0 {
+        return None;
+    }
+    let flags = m.header.flags;
+    let mut info = LinkInfo {
+        ifindex: m.header.index,
+        name: String::new(),
+        admin_up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
+        loopback: flags.contains(LinkFlags::Loopback),
+        mtu: 0,
+        alias: None,
+        kind: None,
+    };
+    let mut have_name = false;
+    for attr in &m.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => {
+                info.name.clone_from(n);
+                have_name = true;
+            }
+            LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a.clone()),
+            LinkAttribute::OperState(State::Up) => info.carrier = true,
+            LinkAttribute::LinkInfo(infos) => {
+                info.kind = infos.iter().find_map(|i| match i {
+                    NlLinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    have_name.then_some(NetEvent::Link(info))
+}
+
+/// `RTM_DELLINK` → [`NetEvent::LinkGone`]. An `AF_BRIDGE` `RTM_DELLINK` means "left its bridge",
+/// not "gone", and gives none.
+pub fn link_gone_event(m: &LinkMessage) -> Option<NetEvent> {
+    (m.header.interface_family == AddressFamily::Unspec && m.header.index != 0)
+        .then_some(NetEvent::LinkGone(m.header.index))
+}
+
+/// `RTM_NEWADDR` / `RTM_DELADDR` (`gone`) → [`NetEvent::Addr`].
+pub fn addr_event(m: &AddressMessage, gone: bool) -> Option<NetEvent> {
+    let mut local = None;
+    let mut address = None;
+    // IFA_FLAGS (32 bits) supersedes the 8-bit ifa_flags of the header when present.
+    let mut flags = AddressFlags::from_bits_retain(u32::from(m.header.flags.bits()));
+    for attr in &m.attributes {
+        match attr {
+            AddressAttribute::Local(a) => local = Some(*a),
+            AddressAttribute::Address(a) => address = Some(*a),
+            AddressAttribute::Flags(f) => flags = *f,
+            _ => {}
+        }
+    }
+    // On point-to-point links IFA_ADDRESS is the peer and IFA_LOCAL ours; otherwise they agree
+    // (IPv4) or only IFA_ADDRESS is given (IPv6).
+    let addr = local.or(address)?;
+    let prefix_len = m.header.prefix_len;
+    let universe = m.header.scope == AddressScope::Universe;
+    let change = match (addr, gone) {
+        (IpAddr::V6(addr), true) => AddrChange::V6Gone { addr, prefix_len },
+        (IpAddr::V4(addr), true) => AddrChange::V4Gone { addr, prefix_len },
+        (IpAddr::V6(addr), false) => AddrChange::V6(V6Addr {
+            addr,
+            prefix_len,
+            tentative: flags.contains(AddressFlags::Tentative),
+            dad_failed: flags.contains(AddressFlags::Dadfailed),
+            deprecated: flags.contains(AddressFlags::Deprecated),
+            // IFA_F_TEMPORARY has the value of IFA_F_SECONDARY.
+            temporary: flags.contains(AddressFlags::Secondary),
+            global: universe && !is_link_local(addr),
+        }),
+        (IpAddr::V4(addr), false) => AddrChange::V4(V4Addr {
+            addr,
+            prefix_len,
+            global: universe,
+        }),
+    };
+    Some(NetEvent::Addr {
+        ifindex: m.header.index,
+        change,
+    })
+}
+
+fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// `RTM_NEWROUTE` / `RTM_DELROUTE` (`gone`) → [`NetEvent::Route`] / [`NetEvent::RouteGone`], for
+/// unicast default routes of the main table only; `replace` is the message's `NLM_F_REPLACE`.
+pub fn route_event(m: &RouteMessage, gone: bool, replace: bool) -> Option<NetEvent> {
+    let routes = default_routes(m);
+    if routes.is_empty() {
+        return None;
+    }
+    Some(if gone {
+        NetEvent::RouteGone(routes)
+    } else {
+        NetEvent::Route { routes, replace }
+    })
+}
+
+/// The next hops of `m` if it is a unicast default route of the main table, else none.
+pub fn default_routes(m: &RouteMessage) -> Vec<DefaultRoute> {
+    let family = match m.header.address_family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return Vec::new(),
+    };
+    if m.header.destination_prefix_length != 0 || m.header.kind != RouteType::Unicast {
+        return Vec::new();
+    }
+    let mut table = u32::from(m.header.table);
+    let mut oif = None;
+    let mut gateway = None;
+    let mut metric = 0;
+    let mut pref_src = None;
+    let mut multipath = None;
+    for attr in &m.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::PrefSource(a) => pref_src = route_ip(a),
+            RouteAttribute::MultiPath(hops) => multipath = Some(hops),
+            a => {
+                if let Some(g) = gateway_of(a) {
+                    gateway = Some(g);
+                }
+            }
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return Vec::new();
+    }
+    let route = |oif: u32, gateway: Option<IpAddr>| DefaultRoute {
+        family,
+        oif,
+        gateway,
+        metric,
+        pref_src,
+    };
+    match multipath {
+        Some(hops) => hops
+            .iter()
+            .filter(|h| h.interface_index != 0)
+            .map(|h| {
+                let gw = h.attributes.iter().find_map(gateway_of);
+                route(h.interface_index, gw)
+            })
+            .collect(),
+        None => oif.map(|o| route(o, gateway)).into_iter().collect(),
+    }
+}
+
+fn gateway_of(a: &RouteAttribute) -> Option<IpAddr> {
+    match a {
+        RouteAttribute::Gateway(g) => route_ip(g),
+        RouteAttribute::Via(RouteVia::Inet(v)) => Some(IpAddr::V4(*v)),
+        RouteAttribute::Via(RouteVia::Inet6(v)) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+/// Build an inventory from dumped messages (links first, then addresses and routes), by
+/// applying their events to an empty one.
+pub fn inventory_from_dump<'a>(
+    links: impl IntoIterator<Item = &'a LinkMessage>,
+    addrs: impl IntoIterator<Item = &'a AddressMessage>,
+    routes: impl IntoIterator<Item = &'a RouteMessage>,
+) -> Inventory {
+    let now = std::time::Instant::now();
+    let mut inv = Inventory::default();
+    let events = links
+        .into_iter()
+        .filter_map(link_event)
+        .chain(addrs.into_iter().filter_map(|a| addr_event(a, false)))
+        .chain(
+            routes
+                .into_iter()
+                .filter_map(|r| route_event(r, false, false)),
+        );
+    for ev in events {
+        inv.apply(ev, now);
+    }
+    inv
+}
+
+/// The `RTM_NEWNDUSEROPT` messages in one datagram from the ND user-option group, each parsed
+/// (other message types are skipped). A malformed netlink header ends the walk with an error.
+pub fn nduseropt_messages(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>> {
+    let mut out = Vec::new();
+    let mut rest = datagram;
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            out.push(Err(NdOptError::Truncated("netlink message header")));
+            break;
+        }
+        if kind == RTM_NEWNDUSEROPT {
+            out.push(parse_nduseropt(&rest[NLMSG_HDRLEN..len]));
+        }
+        let aligned = (len + 3) & !3;
+        rest = rest.get(aligned..).unwrap_or(&[]);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use netlink_packet_core::NetlinkHeader;
+    use netlink_packet_route::address::AddressHeaderFlags;
+    use netlink_packet_route::link::InfoKind;
+    use netlink_packet_route::route::RouteNextHop;
+
+    use super::*;
+
+    fn link_msg(family: AddressFamily, flags: LinkFlags) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.interface_family = family;
+        m.header.index = 7;
+        m.header.flags = flags;
+        m.attributes = vec![
+            LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::Mtu(1480),
+            LinkAttribute::IfAlias("autoclat:wlan0".into()),
+            LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(InfoKind::Tun)]),
+        ];
+        m
+    }
+
+    #[test]
+    fn link_message_to_link_info() {
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Up | LinkFlags::LowerUp);
+        let Some(NetEvent::Link(l)) = link_event(&m) else {
+            panic!("a link event")
+        };
+        assert_eq!(l.ifindex, 7);
+        assert_eq!(l.name, "eth0");
+        assert!(l.admin_up && l.carrier && !l.loopback);
+        assert_eq!(l.mtu, 1480);
+        assert_eq!(l.alias.as_deref(), Some("autoclat:wlan0"));
+        assert_eq!(l.kind.as_deref(), Some("tun"));
+
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Loopback);
+        let Some(NetEvent::Link(l)) = link_event(&m) else {
+            panic!("a link event")
+        };
+        assert!(!l.admin_up && !l.carrier && l.loopback);
+
+        let mut m = link_msg(AddressFamily::Unspec, LinkFlags::Up);
+        m.attributes.push(LinkAttribute::OperState(State::Up));
+        let Some(NetEvent::Link(l)) = link_event(&m) else {
+            panic!("a link event")
+        };
+        assert!(l.carrier, "oper state up counts as carrier");
+    }
+
+    #[test]
+    fn bridge_port_messages_are_not_link_events() {
+        let m = link_msg(AddressFamily::Bridge, LinkFlags::Up);
+        assert_eq!(link_event(&m), None);
+        assert_eq!(
+            link_gone_event(&m),
+            None,
+            "leaving a bridge is not going away"
+        );
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Up);
+        assert_eq!(link_gone_event(&m), Some(NetEvent::LinkGone(7)));
+    }
+
+    fn addr_msg(addr: IpAddr, scope: AddressScope) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.family = match addr {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.prefix_len = 64;
+        m.header.index = 7;
+        m.header.scope = scope;
+        m.attributes = vec![AddressAttribute::Address(addr)];
+        m
+    }
+
+    #[test]
+    fn ifa_flags_attribute_wins_over_header_flags() {
+        let mut m = addr_msg("2001:db8::5".parse().unwrap(), AddressScope::Universe);
+        m.header.flags = AddressHeaderFlags::Tentative;
+        m.attributes.push(AddressAttribute::Flags(
+            AddressFlags::Deprecated | AddressFlags::Secondary | AddressFlags::Managetempaddr,
+        ));
+        let Some(NetEvent::Addr {
+            ifindex: 7,
+            change: AddrChange::V6(a),
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv6 address event")
+        };
+        assert!(!a.tentative && a.deprecated && a.temporary && a.global && !a.dad_failed);
+
+        // Without IFA_FLAGS the header's 8 bits count.
+        let mut m = addr_msg("2001:db8::6".parse().unwrap(), AddressScope::Universe);
+        m.header.flags = AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed;
+        let Some(NetEvent::Addr {
+            change: AddrChange::V6(a),
+            ..
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv6 address event")
+        };
+        assert!(a.tentative && a.dad_failed);
+    }
+
+    #[test]
+    fn address_scope_and_kind() {
+        let m = addr_msg("fe80::1".parse().unwrap(), AddressScope::Link);
+        let Some(NetEvent::Addr {
+            change: AddrChange::V6(a),
+            ..
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv6 address event")
+        };
+        assert!(!a.global);
+        let m = addr_msg("127.0.0.1".parse().unwrap(), AddressScope::Host);
+        let Some(NetEvent::Addr {
+            change: AddrChange::V4(a),
+            ..
+        }) = addr_event(&m, false)
+        else {
+            panic!("an IPv4 address event")
+        };
+        assert!(!a.global);
+        // Point-to-point: IFA_LOCAL is ours, IFA_ADDRESS the peer.
+        let mut m = addr_msg("192.0.2.9".parse().unwrap(), AddressScope::Universe);
+        m.attributes
+            .push(AddressAttribute::Local("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            addr_event(&m, true),
+            Some(NetEvent::Addr {
+                ifindex: 7,
+                change: AddrChange::V4Gone {
+                    addr: Ipv4Addr::new(192, 0, 2, 1),
+                    prefix_len: 64
+                },
+            })
+        );
+    }
+
+    fn route_msg(family: AddressFamily, dst_len: u8, table: u8, kind: RouteType) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
+        m.header.destination_prefix_length = dst_len;
+        m.header.table = table;
+        m.header.kind = kind;
+        m
+    }
+
+    #[test]
+    fn only_unicast_main_table_default_routes_count() {
+        let main = RouteHeader::RT_TABLE_MAIN;
+        let mut m = route_msg(AddressFamily::Inet6, 0, main, RouteType::Unicast);
+        m.attributes = vec![
+            RouteAttribute::Oif(7),
+            RouteAttribute::Priority(1024),
+            RouteAttribute::Gateway(RouteAddress::Inet6("fe80::1".parse().unwrap())),
+        ];
+        let want = DefaultRoute {
+            family: Family::V6,
+            oif: 7,
+            gateway: Some("fe80::1".parse().unwrap()),
+            metric: 1024,
+            pref_src: None,
+        };
+        assert_eq!(default_routes(&m), vec![want.clone()]);
+        assert_eq!(
+            route_event(&m, true, false),
+            Some(NetEvent::RouteGone(vec![want]))
+        );
+
+        for (dst_len, table, kind) in [
+            (64, main, RouteType::Unicast),
+            (0, 100, RouteType::Unicast),
+            (0, 255, RouteType::Unicast),
+            (0, main, RouteType::Unreachable),
+            (0, main, RouteType::BlackHole),
+        ] {
+            let mut other = m.clone();
+            other.header.destination_prefix_length = dst_len;
+            other.header.table = table;
+            other.header.kind = kind;
+            assert!(
+                default_routes(&other).is_empty(),
+                "{dst_len} {table} {kind:?}"
+            );
+        }
+        // RTA_TABLE overrides the 8-bit header field (tables above 255 need it).
+        let mut t = m.clone();
+        t.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        t.attributes.push(RouteAttribute::Table(254));
+        assert_eq!(default_routes(&t).len(), 1);
+        t.attributes.push(RouteAttribute::Table(1000));
+        assert!(default_routes(&t).is_empty());
+    }
+
+    #[test]
+    fn multipath_gives_one_entry_per_next_hop() {
+        let mut m = route_msg(
+            AddressFamily::Inet,
+            0,
+            RouteHeader::RT_TABLE_MAIN,
+            RouteType::Unicast,
+        );
+        let hop = |oif, gw: &str| {
+            let mut h = RouteNextHop::default();
+            h.interface_index = oif;
+            h.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(
+                gw.parse().unwrap(),
+            ))];
+            h
+        };
+        m.attributes = vec![
+            RouteAttribute::PrefSource(RouteAddress::Inet("198.51.100.2".parse().unwrap())),
+            RouteAttribute::MultiPath(vec![hop(7, "198.51.100.1"), hop(8, "203.0.113.1")]),
+        ];
+        let r = default_routes(&m);
+        assert_eq!(r.iter().map(|r| r.oif).collect::<Vec<_>>(), [7, 8]);
+        assert_eq!(r[1].gateway, Some("203.0.113.1".parse().unwrap()));
+        assert!(r
+            .iter()
+            .all(|r| r.pref_src == Some("198.51.100.2".parse().unwrap())));
+    }
+
+    #[test]
+    fn replace_flag_comes_from_the_netlink_header() {
+        let mut m = route_msg(
+            AddressFamily::Inet,
+            0,
+            RouteHeader::RT_TABLE_MAIN,
+            RouteType::Unicast,
+        );
+        m.attributes = vec![RouteAttribute::Oif(7)];
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REPLACE;
+        let msg = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)),
+        );
+        let evs = message_events(&msg);
+        assert!(
+            matches!(evs.as_slice(), [NetEvent::Route { replace: true, routes }] if routes.len() == 1)
+        );
+    }
+
+    #[test]
+    fn nduseropt_datagram_walk() {
+        // Two netlink messages in one datagram: a foreign type (skipped), then a bad length.
+        let mut d = Vec::new();
+        d.extend_from_slice(&20u32.to_ne_bytes());
+        d.extend_from_slice(&16u16.to_ne_bytes());
+        d.extend_from_slice(&[0; 10]);
+        d.extend_from_slice(&[0xaa; 4]); // payload of 4, already aligned
+        d.extend_from_slice(&64u32.to_ne_bytes());
+        d.extend_from_slice(&RTM_NEWNDUSEROPT.to_ne_bytes());
+        d.extend_from_slice(&[0; 10]);
+        let out = nduseropt_messages(&d);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].is_err(), "a length beyond the datagram is an error");
+        assert!(nduseropt_messages(&d[..20]).is_empty());
+    }
+}
