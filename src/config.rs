@@ -637,6 +637,53 @@ mod tests {
         assert!(!g("eth0").matches("eth00"));
     }
 
+    /// The backtracking matcher against a plain recursive one, over every pattern of up to 4
+    /// tokens from {a, b, *, ?} and every name of up to 5 characters from {a, b}.
+    #[test]
+    fn glob_agrees_with_a_recursive_reference() {
+        fn reference(p: &[char], n: &[char]) -> bool {
+            match p.split_first() {
+                None => n.is_empty(),
+                Some(('*', rest)) => (0..=n.len()).any(|i| reference(rest, &n[i..])),
+                Some(('?', rest)) => !n.is_empty() && reference(rest, &n[1..]),
+                Some((c, rest)) => n.first() == Some(c) && reference(rest, &n[1..]),
+            }
+        }
+        fn all(alphabet: &[char], max: usize) -> Vec<Vec<char>> {
+            let mut out = vec![vec![]];
+            let mut frontier = vec![vec![]];
+            for _ in 0..max {
+                let mut next = Vec::new();
+                for w in &frontier {
+                    for &c in alphabet {
+                        let mut w2: Vec<char> = w.clone();
+                        w2.push(c);
+                        next.push(w2);
+                    }
+                }
+                out.extend(next.iter().cloned());
+                frontier = next;
+            }
+            out
+        }
+        let patterns = all(&['a', 'b', '*', '?'], 4);
+        let names = all(&['a', 'b'], 5);
+        let mut checked = 0;
+        for p in patterns.iter().filter(|p| !p.is_empty()) {
+            let glob = Glob::new(&p.iter().collect::<String>()).unwrap();
+            for n in &names {
+                let name: String = n.iter().collect();
+                assert_eq!(
+                    glob.matches(&name),
+                    reference(p, n),
+                    "pattern {p:?} name {name}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000);
+    }
+
     #[test]
     fn glob_errors() {
         assert_eq!(Glob::new(""), Err(GlobError::Empty));
