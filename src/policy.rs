@@ -1,2 +1,251 @@
 //! The pure decision: does this uplink need a CLAT, with which parameters, or why not.
-//! (Owned by the config/policy work; see DESIGN §3 "When an uplink gets a CLAT".)
+//! (DESIGN §3 "When an uplink gets a CLAT".)
+//!
+//! The checks run in a fixed order and the first that fails is the reason shown to the operator:
+//!
+//! 1. not loopback and not one of autoclat's own CLAT interfaces   (else `Disabled`)
+//! 2. administratively up, then carrier                            (else `Waiting`)
+//! 3. the config rule for the name enables it                      (else `Disabled`)
+//! 4. a usable global IPv6 address, then an IPv6 default route     (else `Waiting`)
+//! 5. no native IPv4, as the rule's `ipv4_check` defines it        (else `Waiting`)
+//! 6. a NAT64 prefix is known                                      (else `Waiting`)
+//!
+//! `Disabled` means only a change of configuration (or of what the interface is) can make it
+//! run; `Waiting` means the network may still change so that it does.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+use crate::config::{Config, FastPathMode, Ipv4Check};
+use crate::discovery::{Nat64Prefix, PrefixSource};
+use crate::watch::{Inventory, Uplink, V4Addr, V6Addr};
+
+/// What to do with one uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The uplink needs a CLAT with these parameters.
+    Run(ClatPlan),
+    /// No CLAT, and why not.
+    Skip { state: SkipState, reason: String },
+}
+
+/// Why an uplink has no CLAT, coarsely: for `autoclat status`'s `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkipState {
+    /// A condition that the network may still change (carrier, addresses, routes, prefix).
+    Waiting,
+    /// Excluded by configuration or by what the interface is (loopback, our own CLAT).
+    Disabled,
+}
+
+impl std::fmt::Display for SkipState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SkipState::Waiting => "waiting",
+            SkipState::Disabled => "disabled",
+        })
+    }
+}
+
+/// Everything the controller needs to start (or to compare against) one CLAT. Two plans that
+/// differ mean the running CLAT must be restarted (DESIGN: "a change of prefix or of the chosen
+/// IPv6 source prefix restarts that CLAT").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClatPlan {
+    pub uplink: String,
+    pub ifindex: u32,
+    pub prefix: Nat64Prefix,
+    pub prefix_source: PrefixSource,
+    /// The /64 network (host bits zero) of the chosen global IPv6 address: the CLAT's IPv6
+    /// address is made inside it.
+    pub v6_net: Ipv6Addr,
+    pub uplink_mtu: u32,
+    pub route_metric: u32,
+    pub fast_path: FastPathMode,
+}
+
+impl Decision {
+    /// The plan, if the uplink should run a CLAT.
+    pub fn plan(&self) -> Option<&ClatPlan> {
+        match self {
+            Decision::Run(p) => Some(p),
+            Decision::Skip { .. } => None,
+        }
+    }
+
+    /// Why not, if it should not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Decision::Run(_) => None,
+            Decision::Skip { reason, .. } => Some(reason),
+        }
+    }
+
+    /// The skip state, if it should not run.
+    pub fn skip_state(&self) -> Option<SkipState> {
+        match self {
+            Decision::Run(_) => None,
+            Decision::Skip { state, .. } => Some(*state),
+        }
+    }
+}
+
+fn waiting(reason: impl Into<String>) -> Decision {
+    Decision::Skip {
+        state: SkipState::Waiting,
+        reason: reason.into(),
+    }
+}
+
+fn disabled(reason: impl Into<String>) -> Decision {
+    Decision::Skip {
+        state: SkipState::Disabled,
+        reason: reason.into(),
+    }
+}
+
+/// Decides whether `uplink` needs a CLAT. `prefix` is the NAT64 prefix the discovery chose for
+/// it (by the configured order), with its source; the inventory is the whole host, for the
+/// host-wide native-IPv4 check.
+pub fn decide(
+    config: &Config,
+    inventory: &Inventory,
+    uplink: &Uplink,
+    prefix: Option<(Nat64Prefix, PrefixSource)>,
+) -> Decision {
+    if uplink.loopback {
+        return disabled("loopback interface");
+    }
+    if uplink.is_ours() {
+        return disabled("autoclat's own CLAT interface");
+    }
+
+    if !uplink.admin_up {
+        return waiting("link is administratively down");
+    }
+    if !uplink.carrier {
+        return waiting("no carrier");
+    }
+
+    let rule = config.rule_for(&uplink.name);
+    if !rule.enable {
+        return disabled(format!("disabled by rule `{}` in config", rule.match_glob));
+    }
+
+    let Some(source_addr) = choose_v6_source(&uplink.v6_addrs) else {
+        return waiting(no_v6_address_reason(&uplink.v6_addrs));
+    };
+    if !uplink.v6_default_route {
+        return waiting("no IPv6 default route");
+    }
+
+    match rule.ipv4_check {
+        Ipv4Check::Host => {
+            if inventory.has_native_v4_default() {
+                let via = inventory
+                    .links
+                    .values()
+                    .find(|l| l.v4_default_route && !l.is_ours())
+                    .map(|l| l.name.as_str());
+                return waiting(match via {
+                    Some(name) => format!("native IPv4: default route via {name}"),
+                    None => "native IPv4: the host has an IPv4 default route".to_string(),
+                });
+            }
+        }
+        Ipv4Check::Link => {
+            if let Some(a) = uplink.v4_addrs.iter().find(|a| is_native_v4(a)) {
+                return waiting(format!(
+                    "native IPv4: {}/{} on {}",
+                    a.addr, a.prefix_len, uplink.name
+                ));
+            }
+        }
+    }
+
+    let Some((prefix, prefix_source)) = prefix else {
+        let tried: Vec<String> = config
+            .discovery
+            .order
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return waiting(format!(
+            "no NAT64 prefix known (tried {})",
+            tried.join(", ")
+        ));
+    };
+
+    Decision::Run(ClatPlan {
+        uplink: uplink.name.clone(),
+        ifindex: uplink.ifindex,
+        prefix,
+        prefix_source,
+        v6_net: slash64(source_addr.addr),
+        uplink_mtu: uplink.mtu,
+        route_metric: rule.route_metric,
+        fast_path: rule.fast_path,
+    })
+}
+
+/// The /64 network of an address.
+pub fn slash64(addr: Ipv6Addr) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(addr) & (u128::MAX << 64))
+}
+
+/// An address the CLAT can build on: global, finished DAD successfully, and really global (a
+/// link-local or multicast address flagged global by mistake is not).
+fn usable_global(a: &V6Addr) -> bool {
+    let seg0 = a.addr.segments()[0];
+    let link_local = seg0 & 0xffc0 == 0xfe80;
+    let multicast = seg0 & 0xff00 == 0xff00;
+    a.global
+        && !a.tentative
+        && !a.dad_failed
+        && !link_local
+        && !multicast
+        && !a.addr.is_loopback()
+        && !a.addr.is_unspecified()
+}
+
+/// The global IPv6 address whose /64 the CLAT uses: usable ones only, preferring (in this order
+/// of importance) non-deprecated, non-temporary (a privacy address's /64 is the same, but it
+/// comes and goes), and non-ULA addresses; among equals the first the kernel listed, so the
+/// choice is stable while nothing changes.
+pub fn choose_v6_source(addrs: &[V6Addr]) -> Option<&V6Addr> {
+    addrs.iter().filter(|a| usable_global(a)).min_by_key(|a| {
+        let ula = a.addr.segments()[0] & 0xfe00 == 0xfc00;
+        (a.deprecated, a.temporary, ula)
+    })
+}
+
+fn no_v6_address_reason(addrs: &[V6Addr]) -> String {
+    let candidates = || addrs.iter().filter(|a| a.global);
+    if let Some(a) = candidates().find(|a| a.tentative && !a.dad_failed) {
+        format!("no global IPv6 address yet ({} is tentative)", a.addr)
+    } else if let Some(a) = candidates().find(|a| a.dad_failed) {
+        format!(
+            "no global IPv6 address ({} failed duplicate address detection)",
+            a.addr
+        )
+    } else {
+        "no global IPv6 address yet".to_string()
+    }
+}
+
+/// Whether an IPv4 address on the uplink is native IPv4 for `ipv4_check = "link"`: global
+/// scope, and not link-local (169.254/16, RFC 3927), loopback, or the IPv4 Service Continuity
+/// Prefix 192.0.0.0/29 (RFC 7335: a CLAT's or DS-Lite's own address, never native).
+fn is_native_v4(a: &V4Addr) -> bool {
+    let o = a.addr.octets();
+    let service_continuity = o[0] == 192 && o[1] == 0 && o[2] == 0 && o[3] < 8;
+    a.global
+        && !a.addr.is_link_local()
+        && !a.addr.is_loopback()
+        && !a.addr.is_unspecified()
+        && !service_continuity
+        && a.addr != Ipv4Addr::BROADCAST
+}
