@@ -319,8 +319,21 @@ fn discover_once_in_namespaces() {
     let sender = ra_sender(&t, router_advertisement(None), stop.clone());
     let started = Instant::now();
     let r = block_in_ns(&t.client_ns, || discover_once(&ci, None, &defaults));
+    let took = started.elapsed();
+    // With DNS64 alone in the order, the RA is still listened to for its RDNSS.
+    let dns64_only_rdnss = DiscoverOptions {
+        order: vec![PrefixSource::Dns64],
+        ..DiscoverOptions::default()
+    };
+    let r2 = block_in_ns(&t.client_ns, || discover_once(&ci, None, &dns64_only_rdnss));
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+    let r2 = r2.unwrap();
+    assert_eq!(r2.prefix, prefix(DNS64_PREFIX));
+    assert!(
+        r2.origin.as_deref().is_some_and(|o| o.contains("fe80::1")),
+        "{r2:?}"
+    );
     let r = r.unwrap();
     assert_eq!(
         (r.prefix, r.source),
@@ -332,11 +345,7 @@ fn discover_once_in_namespaces() {
     );
     assert!(r.attempts.iter().any(|a| a.contains("no PREF64")), "{r:?}");
     // The RA window closes shortly after the RA's options, not after the full 3 s.
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_millis(2500), "{took:?}");
 
     // 4. RAs with PREF64 2001:db8:100::/40: PREF64 wins over DNS64.
     let stop = Arc::new(AtomicBool::new(false));
@@ -350,7 +359,22 @@ fn discover_once_in_namespaces() {
     assert_eq!(r.lifetime, Some(Duration::from_secs(1800)));
     assert_eq!(r.origin.as_deref(), Some("router fe80::1"));
 
-    // 5. A dead DNS server and no RA: nothing found, within the time limits.
+    // 5. The query really leaves through the named interface: bound to `lo`, the router's
+    //    DNS64 server cannot be reached.
+    let router_dns = [SocketAddr::new(router, 53)];
+    let err = block_in_ns(&t.client_ns, || {
+        autoclat::discovery::query_dns64("lo", &router_dns, Duration::from_secs(1))
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DiscoveryError::Timeout { .. } | DiscoveryError::Resolve { .. }
+        ),
+        "{err}"
+    );
+
+    // 6. A dead DNS server and no RA: nothing found, within the time limits.
     let quick = DiscoverOptions {
         ra_wait: Duration::from_millis(500),
         dns_timeout: Duration::from_secs(1),

@@ -121,6 +121,7 @@ pub async fn discover_once(
     };
     let mut attempts = Vec::new();
     let mut rdnss: Vec<Ipv6Addr> = Vec::new();
+    let mut solicited = false;
     let report = |prefix, source, others, lifetime, origin, attempts| DiscoveryReport {
         uplink: ifname.to_string(),
         prefix,
@@ -165,6 +166,14 @@ pub async fn discover_once(
                 Err(e) => attempts.push(format!("pref64: {e}")),
             },
             PrefixSource::Dns64 => {
+                if !solicited && configured.is_empty() {
+                    // PREF64 is not wanted, but the RDNSS servers come with the same RA.
+                    solicited = true;
+                    match solicit_pref64(ifname, ifindex, options.ra_wait).await {
+                        Ok(ra) => rdnss = ra.rdnss,
+                        Err(e) => attempts.push(format!("rdnss: {e}")),
+                    }
+                }
                 let servers = dns_servers(
                     ifname,
                     ifindex,
