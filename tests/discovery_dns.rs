@@ -1,5 +1,6 @@
 //! `query_dns64` against a tiny DNS responder on loopback (the sockets are bound to `lo`).
 //! Needs root (SO_BINDTODEVICE); skipped otherwise.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};

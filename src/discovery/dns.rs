@@ -243,6 +243,7 @@ pub fn answer_from_records(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::discovery::rfc7050::{WKA_PRIMARY, WKA_SECONDARY};

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use dns::{query_dns64, Dns64Answer};
-pub use oneshot::{discover_once, DiscoveryReport};
+pub use oneshot::{discover_once, DiscoverOptions, DiscoveryReport};
 pub use prefix::{Nat64Prefix, PrefixError};
 pub use state::{dns_servers, PrefixState};
 

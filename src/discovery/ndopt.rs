@@ -243,6 +243,7 @@ fn parse_source_attr(mut attrs: &[u8], base: usize) -> Result<Option<Ipv6Addr>, 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -537,5 +538,71 @@ mod tests {
         m.extend_from_slice(&[1, 2, 3, 4]);
         m.extend(src_attr(ll()));
         assert_eq!(parse_nduseropt(&m).unwrap().source, Some(ll()));
+    }
+}
+
+/// `sizeof(struct nlmsghdr)`.
+const NLMSG_HDRLEN: usize = 16;
+
+/// The `RTM_NEWNDUSEROPT` messages in one netlink datagram, parsed; other message types are
+/// skipped. A malformed netlink header ends the walk with an error entry.
+pub fn nduseropts_in_datagram(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>> {
+    let mut out = Vec::new();
+    let mut rest = datagram;
+    while rest.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            out.push(Err(NdOptError::Truncated(
+                "netlink message length overruns the datagram",
+            )));
+            break;
+        }
+        if kind == RTM_NEWNDUSEROPT {
+            out.push(parse_nduseropt(&rest[NLMSG_HDRLEN..len]));
+        }
+        let step = ((len + 3) & !3).min(rest.len());
+        rest = &rest[step..];
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod datagram_tests {
+    use super::*;
+
+    fn nlmsg(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(&[0; 10]);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn walks_messages_and_skips_others() {
+        let mut payload = vec![10, 0];
+        payload.extend_from_slice(&16u16.to_ne_bytes());
+        payload.extend_from_slice(&3i32.to_ne_bytes());
+        payload.extend_from_slice(&[134, 0, 0, 0, 0, 0, 0, 0]);
+        payload.extend_from_slice(&[
+            38, 2, 0x02, 0x58, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x64, 0, 0, 0, 0, 0, 0,
+        ]);
+        let mut d = nlmsg(16, &[0; 16]); // RTM_NEWLINK-ish, skipped
+        d.extend(nlmsg(RTM_NEWNDUSEROPT, &payload));
+        let got = nduseropts_in_datagram(&d);
+        assert_eq!(got.len(), 1);
+        let m = got[0].as_ref().unwrap();
+        assert_eq!(m.ifindex, 3);
+        assert!(matches!(m.options[0], RaOption::Pref64 { .. }));
+        // A length that overruns.
+        let mut bad = nlmsg(RTM_NEWNDUSEROPT, &payload);
+        bad[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(matches!(
+            nduseropts_in_datagram(&bad)[..],
+            [Err(NdOptError::Truncated(_))]
+        ));
     }
 }

@@ -91,6 +91,7 @@ fn read_file(path: &Path) -> Vec<Nameserver> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -69,10 +69,10 @@ impl PrefixState {
     pub fn current(&self, now: Instant) -> Option<(Nat64Prefix, PrefixSource)> {
         self.order
             .iter()
-            .find_map(|src| self.from_source(*src, now).map(|p| (p, *src)))
+            .find_map(|src| self.prefix_of(*src, now).map(|p| (p, *src)))
     }
 
-    fn from_source(&self, src: PrefixSource, now: Instant) -> Option<Nat64Prefix> {
+    fn prefix_of(&self, src: PrefixSource, now: Instant) -> Option<Nat64Prefix> {
         let valid = |t: &Option<Timed>| t.filter(|t| t.expires > now).map(|t| t.prefix);
         match src {
             PrefixSource::Static => self.static_prefix,
@@ -88,7 +88,7 @@ impl PrefixState {
             if *src == PrefixSource::Dns64 {
                 return true;
             }
-            if self.from_source(*src, now).is_some() {
+            if self.prefix_of(*src, now).is_some() {
                 return false;
             }
         }
@@ -226,6 +226,7 @@ pub fn socket_addr(ip: IpAddr, ifindex: u32) -> SocketAddr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::discovery::resolvconf::parse_resolv_conf;
