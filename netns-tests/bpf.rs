@@ -379,8 +379,11 @@ fn udp_v6_peer(t: &Topology) -> UdpSocket {
 
 /// A packet socket on the tun: sees what the fast path redirects into it.
 fn tun_tap(t: &Topology) -> Socket {
-    let ifindex = t.tun_ifindex;
-    in_ns(&t.client, move || {
+    packet_tap(&t.client, t.tun_ifindex)
+}
+
+fn packet_tap(ns: &str, ifindex: u32) -> Socket {
+    in_ns(ns, move || {
         let proto = (libc::ETH_P_ALL as u16).to_be();
         let s = Socket::new(
             Domain::PACKET,
@@ -859,4 +862,297 @@ fn short_prefix_translates() {
     assert_eq!(&buf[..n], b"back");
     assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(SERVER_V4, sp)));
     clat.detach().unwrap();
+}
+
+fn set_int_opt(s: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: an int-valued socket option on a socket we own.
+    let ret = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "setsockopt: {}", std::io::Error::last_os_error());
+}
+
+/// IPv4 packets the fast path leaves to clatd: too big for the uplink, DF clear and over 1280
+/// octets once translated, zero UDP checksum, IP options, other protocols.
+#[test]
+fn ineligible_egress_goes_to_clatd() {
+    require_root!();
+    let t = Topology::new();
+    sh(&[
+        "ip", "-n", &t.client, "link", "set", "dev", &t.veth, "mtu", "1300",
+    ]);
+    let clat = t.attach(true, AttachMode::Auto);
+    let server = udp_v6_peer(&t);
+    let dst = SocketAddrV4::new(SERVER_V4, server.local_addr().unwrap().port());
+    let mut buf = [0u8; 2048];
+    let to_tun = |what: &str| {
+        std::thread::sleep(Duration::from_millis(100));
+        let v4: Vec<_> = t
+            .drain_tun()
+            .into_iter()
+            .filter(|p| p[0] >> 4 == 4)
+            .collect();
+        assert_eq!(v4.len(), 1, "{what} goes to the tun");
+        v4.into_iter().next().unwrap()
+    };
+
+    // DF set, 1270 + 28 = 1298 octets: 1318 after translation, over the uplink's 1300.
+    let big = udp_v4_client(&t);
+    set_int_opt(
+        &big,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DO,
+    );
+    big.send_to(&[7u8; 1270], dst).unwrap();
+    let p = to_tun("a packet too big for the uplink");
+    assert_eq!(p.len(), 1298);
+    // 1252 + 28 + 20 = 1300 fits exactly.
+    big.send_to(&[6u8; 1252], dst).unwrap();
+    assert_eq!(
+        server.recv_from(&mut buf).unwrap().0,
+        1252,
+        "a packet that just fits: fast path"
+    );
+    // DF clear: 1240 + 28 + 20 = 1288 > 1280 needs a fragment header (clatd); 1200 does not.
+    let nodf = udp_v4_client(&t);
+    set_int_opt(
+        &nodf,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    );
+    nodf.send_to(&[8u8; 1240], dst).unwrap();
+    let p = to_tun("a DF-less packet over 1280 octets after translation");
+    assert_eq!(p[6] & 0x40, 0, "DF clear");
+    nodf.send_to(&[9u8; 1200], dst).unwrap();
+    assert_eq!(
+        server.recv_from(&mut buf).unwrap().0,
+        1200,
+        "small DF-less packet: fast path"
+    );
+    // Zero UDP checksum.
+    let nocheck = udp_v4_client(&t);
+    set_int_opt(&nocheck, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1);
+    nocheck.send_to(b"no checksum", dst).unwrap();
+    let p = to_tun("zero-checksum UDP");
+    assert_eq!(&p[26..28], &[0, 0]);
+    // IP options (record route).
+    let opts = udp_v4_client(&t);
+    let rr: [u8; 8] = [7, 7, 4, 0, 0, 0, 0, 1];
+    // SAFETY: IP_OPTIONS takes a byte buffer of the length given.
+    let ret = unsafe {
+        libc::setsockopt(
+            opts.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            rr.as_ptr().cast(),
+            8,
+        )
+    };
+    assert_eq!(ret, 0);
+    opts.send_to(b"options", dst).unwrap();
+    let p = to_tun("a packet with IP options");
+    assert_eq!(p[0] & 0x0f, 7);
+    // ICMP echo.
+    in_ns(&t.client, || {
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+        let req = [8u8, 0, 0xf7, 0xfe, 0, 1, 0, 0];
+        s.send_to(&req, &SockAddr::from(SocketAddrV4::new(SERVER_V4, 0)))
+            .unwrap();
+    });
+    let p = to_tun("ICMP");
+    assert_eq!(p[9], 1);
+
+    let c = clat.counters().unwrap();
+    assert_eq!(c.v4_to_v6_packets, 2, "{c:?}");
+    clat.detach().unwrap();
+}
+
+/// Deletes a namespace on drop.
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn read_fd(fd: &OwnedFd, wait: Duration) -> Option<Vec<u8>> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut buf = [0u8; 65536];
+    loop {
+        // SAFETY: reads into a buffer of the length given from an fd we own.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            return Some(buf[..n as usize].to_vec());
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A raw-IP uplink (a tun, ARPHRD_NONE): no link-layer header either way; the test plays the
+/// network through the uplink tun's descriptor.
+#[test]
+fn raw_ip_uplink() {
+    require_root!();
+    let r = rand_tag();
+    let ns = NsGuard(format!("b8-{r}"));
+    sh(&["ip", "netns", "add", &ns.0]);
+    let (up, v4) = (format!("b8u{r}"), format!("b8t{r}"));
+    let (u, t) = (up.clone(), v4.clone());
+    let (up_fd, v4_fd) = in_ns(&ns.0, move || (open_tun(&u), open_tun(&t)));
+    let n = ns.0.as_str();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        n,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{up}.accept_dad=0"),
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        n,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{v4}.disable_ipv6=1"),
+    ]);
+    sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", n, "link", "set", &up, "up"]);
+    sh(&["ip", "-n", n, "link", "set", &v4, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        &up,
+        "nodad",
+    ]);
+    sh(&["ip", "-n", n, "addr", "add", "192.0.0.4/32", "dev", &v4]);
+    sh(&[
+        "ip",
+        "-n",
+        n,
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "dev",
+        &v4,
+        "src",
+        "192.0.0.4",
+    ]);
+    let cfg = ClatBpfConfig {
+        uplink_ifindex: ifindex(n, &up),
+        tun_ifindex: ifindex(n, &v4),
+        v4: CLAT_V4,
+        v6: CLAT_V6,
+        prefix: "2001:db8:64::/96".parse().unwrap(),
+        fast_path: true,
+        uplink_is_ethernet: false,
+    };
+    let cfg_tun_ifindex = cfg.tun_ifindex;
+    let clat = in_ns(n, move || ClatBpf::attach(&cfg).unwrap());
+    // Anything the kernel sent on the uplink so far (router solicitations, MLD) is not ours.
+    while read_fd(&up_fd, Duration::ZERO).is_some() {}
+
+    // Egress: IPv4 in, IPv6 out of the uplink with no link-layer header.
+    let client = in_ns(n, || {
+        let s = UdpSocket::bind(SocketAddrV4::new(CLAT_V4, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    });
+    client
+        .send_to(b"raw uplink", SocketAddrV4::new(SERVER_V4, 53))
+        .unwrap();
+    let pkt = loop {
+        let p = read_fd(&up_fd, Duration::from_secs(2)).expect("translated packet on the uplink");
+        if p[0] >> 4 == 6 && p[6] == 17 {
+            break p;
+        }
+    };
+    let ip = etherparse::Ipv6Slice::from_slice(&pkt).unwrap();
+    let hdr = ip.header().to_header();
+    assert_eq!(hdr.source, CLAT_V6.octets());
+    assert_eq!(hdr.destination, SERVER_V6.octets());
+    let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).unwrap();
+    assert_eq!(udp.payload(), b"raw uplink");
+    assert_eq!(
+        udp.checksum(),
+        udp.to_header()
+            .calc_checksum_ipv6(&hdr, udp.payload())
+            .unwrap(),
+        "UDP checksum after translation"
+    );
+    assert!(
+        read_fd(&v4_fd, Duration::from_millis(100)).is_none(),
+        "nothing for clatd"
+    );
+
+    // Ingress: IPv6 written to the uplink, IPv4 delivered to the client's socket.
+    let client_port = client.local_addr().unwrap().port();
+    let payload = b"from the network";
+    let mut h = etherparse::UdpHeader {
+        source_port: 53,
+        destination_port: client_port,
+        length: (8 + payload.len()) as u16,
+        checksum: 0,
+    };
+    h.checksum = h
+        .calc_checksum_ipv6_raw(SERVER_V6.octets(), CLAT_V6.octets(), payload)
+        .unwrap();
+    let ip6 = etherparse::Ipv6Header {
+        traffic_class: 0xb8,
+        flow_label: Default::default(),
+        payload_length: h.length,
+        next_header: etherparse::IpNumber::UDP,
+        hop_limit: 50,
+        source: SERVER_V6.octets(),
+        destination: CLAT_V6.octets(),
+    };
+    let mut frame = ip6.to_bytes().to_vec();
+    frame.extend_from_slice(&h.to_bytes());
+    frame.extend_from_slice(payload);
+    let tap = packet_tap(n, cfg_tun_ifindex);
+    // SAFETY: writes a buffer of the length given to an fd we own.
+    let w = unsafe { libc::write(up_fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+    assert_eq!(w, frame.len() as isize);
+    let mut buf = [0u8; 256];
+    let (len, from) = client
+        .recv_from(&mut buf)
+        .expect("translated datagram delivered");
+    assert_eq!(&buf[..len], payload);
+    assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(SERVER_V4, 53)));
+    let seen = tap_packets(&tap);
+    assert_eq!(seen.len(), 1);
+    let v4hdr = etherparse::Ipv4Slice::from_slice(&seen[0])
+        .unwrap()
+        .header()
+        .to_header();
+    assert_eq!(
+        (v4hdr.dscp.value(), v4hdr.ecn.value()),
+        (0xb8 >> 2, 0),
+        "TOS = traffic class"
+    );
+    assert_eq!(v4hdr.time_to_live, 50, "TTL = hop limit");
+    assert_eq!(v4hdr.header_checksum, v4hdr.calc_header_checksum());
+    let c = clat.counters().unwrap();
+    assert_eq!((c.v4_to_v6_packets, c.v6_to_v4_packets), (1, 1), "{c:?}");
+    in_ns(n, move || clat.detach().unwrap());
 }
