@@ -278,10 +278,23 @@ int clat_egress4(struct __sk_buff *skb)
 	int pos[4];
 	if (v4_positions(cfg->prefix_len, pos) < 0)
 		return TC_ACT_OK;
-	// Too big for U: clatd answers with ICMP fragmentation needed.
+	// Too big for U: clatd answers with ICMP fragmentation needed. The helper passes any GSO
+	// skb (its segments are checked below); on success it leaves U's MTU in mtu_len.
 	__u32 mtu_len = tot_len;
 	if (bpf_check_mtu(skb, cfg->uplink_ifindex, &mtu_len, 20, 0) != 0)
 		return TC_ACT_OK;
+	if (skb->gso_size) {
+		// Each segment grows by 20 octets; the tun's MTU (U's − 28) normally leaves room.
+		__u32 l4_hdr = sizeof(struct udphdr);
+		if (ip4.protocol == IPPROTO_TCP) {
+			__u8 doff;
+			if (bpf_skb_load_bytes(skb, sizeof(ip4) + 12, &doff, 1) < 0)
+				return TC_ACT_OK;
+			l4_hdr = (doff >> 4) * 4;
+		}
+		if (sizeof(struct ipv6hdr) + l4_hdr + skb->gso_size > mtu_len)
+			return TC_ACT_OK;
+	}
 
 	// RFC 7915 §4.1.
 	struct ipv6hdr ip6 = {};
