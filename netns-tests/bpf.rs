@@ -1154,8 +1154,39 @@ fn raw_ip_uplink() {
     );
     assert_eq!(v4hdr.time_to_live, 50, "TTL = hop limit");
     assert_eq!(v4hdr.header_checksum, v4hdr.calc_header_checksum());
+    // Over 1260 octets the IPv4 packet gets DF (RFC 7915 §5.1).
+    let big = [3u8; 1300];
+    let mut h = etherparse::UdpHeader {
+        source_port: 53,
+        destination_port: client_port,
+        length: (8 + big.len()) as u16,
+        checksum: 0,
+    };
+    h.checksum = h
+        .calc_checksum_ipv6_raw(SERVER_V6.octets(), CLAT_V6.octets(), &big)
+        .unwrap();
+    let ip6 = etherparse::Ipv6Header {
+        payload_length: h.length,
+        ..ip6
+    };
+    let mut frame = ip6.to_bytes().to_vec();
+    frame.extend_from_slice(&h.to_bytes());
+    frame.extend_from_slice(&big);
+    // SAFETY: writes a buffer of the length given to an fd we own.
+    let w = unsafe { libc::write(up_fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+    assert_eq!(w, frame.len() as isize);
+    let mut buf = [0u8; 2048];
+    assert_eq!(client.recv_from(&mut buf).unwrap().0, 1300);
+    let seen = tap_packets(&tap);
+    let v4hdr = etherparse::Ipv4Slice::from_slice(&seen[0])
+        .unwrap()
+        .header()
+        .to_header();
+    assert!(v4hdr.dont_fragment && !v4hdr.more_fragments);
+    assert_eq!(v4hdr.total_len, 1328);
+
     let c = clat.counters().unwrap();
-    assert_eq!((c.v4_to_v6_packets, c.v6_to_v4_packets), (1, 1), "{c:?}");
+    assert_eq!((c.v4_to_v6_packets, c.v6_to_v4_packets), (1, 2), "{c:?}");
     in_ns(n, move || clat.detach().unwrap());
 }
 

@@ -36,6 +36,7 @@ use aya::Ebpf;
 use crate::discovery::Nat64Prefix;
 
 /// The compiled object (empty when clang was missing at build time).
+#[cfg_attr(autoclat_bpf_missing, allow(dead_code))]
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clat.bpf.o"));
 
 const INGRESS_PROGRAM: &str = "clat_ingress6";
@@ -464,6 +465,8 @@ impl ClatBpf {
 
     /// Detaches everything this loader attached and removes a clsact qdisc it created (only if
     /// no filter of anyone else is left on it). Every step is tried; failures are collected.
+    /// With netlink attachment, call it in the network namespace `attach` ran in (netlink
+    /// requests address interfaces by index in the caller's namespace); TCX links do not care.
     pub fn detach(mut self) -> Result<(), BpfError> {
         let errors = self.teardown();
         if errors.is_empty() {
@@ -584,6 +587,14 @@ pub fn remove_leftovers(ifindex: u32) -> Result<(), BpfError> {
 /// verifier, the helpers used: `bpf_redirect_neigh` needs 5.10, `bpf_check_mtu` 5.12). Loads
 /// the programs and unloads them; attaches nothing.
 pub fn probe() -> Result<(), BpfError> {
+    #[cfg(autoclat_bpf_missing)]
+    return Err(BpfError::NotBuilt(env!("AUTOCLAT_BPF_MISSING").into()));
+    #[cfg(not(autoclat_bpf_missing))]
+    probe_built()
+}
+
+#[cfg(not(autoclat_bpf_missing))]
+fn probe_built() -> Result<(), BpfError> {
     if !has_net_admin() {
         return Err(BpfError::Permission(
             "the process lacks CAP_NET_ADMIN, needed to attach tc programs".into(),
