@@ -711,6 +711,26 @@ mod tests {
     }
 
     #[test]
+    fn ingress_eligibility_at_every_prefix_length() {
+        let v4 = Ipv4Addr::new(198, 51, 100, 10);
+        for prefix in [
+            "2001:db8::/32",
+            "2001:db8:100::/40",
+            "2001:db8:122::/48",
+            "2001:db8:122:300::/56",
+            "2001:db8:122:344::/64",
+            "2001:db8:122:344::/96",
+        ] {
+            let prefix: Nat64Prefix = prefix.parse().unwrap();
+            let src = prefix.embed(v4).to_string();
+            let p = udp6(&src, "2001:db8:1::a", 17, 1, 8);
+            assert!(fast_path_takes_ingress(&p, cfg().v6, &prefix), "{prefix}");
+            let p = udp6("2001:db9::1", "2001:db8:1::a", 17, 1, 8);
+            assert!(!fast_path_takes_ingress(&p, cfg().v6, &prefix), "{prefix}");
+        }
+    }
+
+    #[test]
     fn object_is_embedded() {
         #[cfg(not(autoclat_bpf_missing))]
         assert!(OBJECT.starts_with(b"\x7fELF"));
