@@ -278,6 +278,10 @@ int clat_egress4(struct __sk_buff *skb)
 	int pos[4];
 	if (v4_positions(cfg->prefix_len, pos) < 0)
 		return TC_ACT_OK;
+	// The helpers below refuse to grow an skb past 64 KiB (a BIG TCP super-packet): leave it
+	// to clatd rather than fail half-way.
+	if (skb->len + 20 + ETH_HLEN > 0xffff)
+		return TC_ACT_OK;
 	// Too big for U: clatd answers with ICMP fragmentation needed. The helper passes any GSO
 	// skb (its segments are checked below); on success it leaves U's MTU in mtu_len.
 	__u32 mtu_len = tot_len;
