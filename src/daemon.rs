@@ -95,12 +95,14 @@ struct LinkState {
     last_exit: Option<String>,
     fast_path_reason: Option<String>,
     decision: Option<Decision>,
+    /// Up with carrier at the last reconcile (to forget learnt prefixes on a link bounce).
+    was_up: bool,
 }
 
 impl LinkState {
     fn new(config: &Config) -> Self {
         Self {
-            prefix: PrefixState::new(config.discovery.order.clone()),
+            prefix: PrefixState::new(config.discovery.order.clone(), None, std::time::Instant::now()),
             dns_in_flight: false,
             clat: None,
             backoff: Backoff::default(),
@@ -109,6 +111,7 @@ impl LinkState {
             last_exit: None,
             fast_path_reason: None,
             decision: None,
+            was_up: false,
         }
     }
 }
@@ -122,7 +125,7 @@ pub struct Daemon {
     handle: rtnetlink::Handle,
     events: mpsc::Sender<Event>,
     generation: u64,
-    resolv_conf: Vec<std::net::SocketAddr>,
+    resolv_conf: Vec<crate::discovery::resolvconf::Nameserver>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT; then stop every CLAT and return.
@@ -175,7 +178,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         links: BTreeMap::new(),
         events: events_tx,
         generation: 0,
-        resolv_conf: crate::discovery::resolvconf::read_system().unwrap_or_default(),
+        resolv_conf: crate::discovery::resolvconf::read_system_nameservers(),
         opts,
     };
     daemon.clean_leftovers().await;
@@ -253,7 +256,7 @@ impl Daemon {
                         ),
                         Err(e) => tracing::warn!(uplink = name, "DNS64 discovery failed: {e}"),
                     }
-                    link.prefix.on_dns64_result(result, now.into_std());
+                    link.prefix.on_dns64_result(&result, now.into_std());
                 }
             }
             Event::ChildExited { ifindex, generation, info } => {
@@ -336,6 +339,18 @@ impl Daemon {
             }
         }
 
+        // Our tun devices are ours even before the kernel reports their alias (an alias change
+        // alone sends no netlink event): their IPv4 default route is not native IPv4.
+        for link in self.links.values() {
+            if let Some(clat) = &link.clat {
+                if let Some(tun) = self.inventory.links.get_mut(&clat.running.tun_ifindex) {
+                    if !tun.is_ours() {
+                        tun.alias = Some(format!("autoclat:{}", clat.plan.uplink));
+                    }
+                }
+            }
+        }
+
         let ifindexes: Vec<u32> = self.inventory.links.keys().copied().collect();
         for ifindex in ifindexes {
             let Some(uplink) = self.inventory.links.get(&ifindex).cloned() else { continue };
@@ -348,8 +363,14 @@ impl Daemon {
 
     async fn reconcile_link(&mut self, uplink: &Uplink, now: Instant) {
         let now_std = now.into_std();
-        let rule = self.opts.config.rule_for(&uplink.name).into_owned();
+        let rule = self.opts.config.rule_for(&uplink.name).clone();
         let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+        let up = uplink.admin_up && uplink.carrier;
+        if link.was_up && !up {
+            // The next network may have another NAT64: ask again when the link is back.
+            link.prefix.forget_learnt(now_std);
+        }
+        link.was_up = up;
         link.prefix.set_static(rule.nat64_prefix);
         link.prefix.set_pref64(uplink.pref64.as_ref().map(|p| (p.prefix, p.expires)));
 
@@ -364,15 +385,18 @@ impl Daemon {
             && link.prefix.dns64_due(now_std)
         {
             let servers = crate::discovery::state::dns_servers(
+                &uplink.name,
                 uplink.ifindex,
                 &uplink.rdnss.iter().map(|r| r.server).collect::<Vec<_>>(),
                 &self.resolv_conf,
                 &self.opts.config.discovery.dns_servers,
             );
             if servers.is_empty() {
-                link.prefix.on_dns64_result(Err(DiscoveryError::NoServers), now_std);
+                let err = DiscoveryError::NoDnsServers(uplink.name.clone());
+                link.prefix.on_dns64_result(&Err(err), now_std);
             } else {
                 link.dns_in_flight = true;
+                link.prefix.dns64_started(now_std);
                 let tx = self.events.clone();
                 let ifname = uplink.name.clone();
                 let ifindex = uplink.ifindex;

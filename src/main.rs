@@ -144,7 +144,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             let rt = runtime()?;
             let report = rt
-                .block_on(autoclat::discovery::discover_once(&iface, dns, &config))
+                .block_on(autoclat::discovery::discover_once(
+                    &iface,
+                    dns,
+                    &autoclat::discovery::DiscoverOptions::from_config(&config, &iface),
+                ))
                 .with_context(|| format!("NAT64 prefix discovery on {iface}"))?;
             println!("{report}");
             Ok(())

@@ -160,6 +160,12 @@ impl PrefixState {
         }
     }
 
+    /// Mirror the PREF64 the watcher's inventory holds for this uplink (it tracks the RA
+    /// options and their lifetimes); `None` forgets any PREF64.
+    pub fn set_pref64(&mut self, pref64: Option<(Nat64Prefix, Instant)>) {
+        self.pref64 = pref64.map(|(prefix, expires)| Timed { prefix, expires });
+    }
+
     /// The static prefix from the configuration (or none).
     pub fn set_static(&mut self, prefix: Option<Nat64Prefix>) {
         self.static_prefix = prefix;
