@@ -1,6 +1,8 @@
 //! RFC 7915 §4 (IPv4 → IPv6), one test per rule. Packets are built here, outputs parsed by
 //! etherparse and every checksum checked against an independent reference.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -83,6 +83,7 @@ pub fn udp_nonzero(c: u16) -> u16 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -98,8 +98,7 @@ pub(super) fn icmp6_error_to_icmp4(
             let adv = u32::from_be_bytes(rest).saturating_sub(diff);
             let mtu = adv
                 .min((mtu6 as u32).saturating_sub(20))
-                .max(IPV4_MIN_PTB_MTU)
-                .min(65535) as u16;
+                .clamp(IPV4_MIN_PTB_MTU, 65535) as u16;
             let m = mtu.to_be_bytes();
             Some((3, 4, [0, 0, m[0], m[1]]))
         }
@@ -227,6 +226,7 @@ pub(super) fn rest_of(msg: &[u8]) -> [u8; 4] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

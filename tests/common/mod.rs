@@ -1,7 +1,7 @@
 //! Shared helpers of the xlat integration tests: packet builders (checksums from an independent
 //! word-at-a-time RFC 1071 implementation) and a verifier that parses outputs with etherparse
 //! and checks every checksum twice (etherparse and the reference).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -303,6 +303,12 @@ impl Out {
 /// Parses an output packet, asserting well-formedness and every checksum it can check: the
 /// IPv4 header checksum, and the TCP/UDP/ICMP/ICMPv6 checksum of unfragmented packets.
 pub fn verify(pkt: &[u8]) -> Out {
+    verify_opts(pkt, true)
+}
+
+/// As [`verify`], checking the L4 checksum only if `l4` (the IP layer is always checked).
+pub fn verify_opts(pkt: &[u8], check: bool) -> Out {
+    assert!(!pkt.is_empty());
     match pkt[0] >> 4 {
         4 => {
             let (h, _) = Ipv4Header::from_slice(pkt).expect("IPv4 header parses");
@@ -317,7 +323,7 @@ pub fn verify(pkt: &[u8]) -> Out {
                 "IPv4 header checksum (reference)"
             );
             let l4 = pkt[h.header_len()..].to_vec();
-            if !h.is_fragmenting_payload() {
+            if check && !h.is_fragmenting_payload() {
                 check_l4_v4(&h, &l4);
             }
             Out::V4 { h, l4 }
@@ -348,7 +354,7 @@ pub fn verify(pkt: &[u8]) -> Out {
                 at = 48;
             }
             let l4 = pkt[at..].to_vec();
-            if frag.is_none() {
+            if check && frag.is_none() {
                 check_l4_v6(&h, next, &l4);
             }
             Out::V6 { h, next, frag, l4 }
@@ -425,4 +431,44 @@ fn check_l4_v6(h: &Ipv6Header, next: u8, l4: &[u8]) {
 
 pub fn collect(b: &autoclat::xlat::PacketBatch) -> Vec<Vec<u8>> {
     b.iter().map(<[u8]>::to_vec).collect()
+}
+
+/// Whether the L4 checksum of an input packet is valid: `None` when it cannot be told (a
+/// fragment, extension headers, a protocol without a checksum, a zero UDP checksum in IPv4).
+pub fn l4_valid(pkt: &[u8]) -> Option<bool> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let (h, _) = Ipv4Header::from_slice(pkt).ok()?;
+            if h.is_fragmenting_payload() || usize::from(h.total_len) > pkt.len() {
+                return None;
+            }
+            let l4 = pkt.get(h.header_len()..usize::from(h.total_len))?;
+            let (s, d) = (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination));
+            match h.protocol.0 {
+                6 => Some(sums_ok(pseudo4(s, d, 6, l4.len()), l4)),
+                17 if l4.len() >= 8 && l4[6..8] != [0, 0] => {
+                    Some(sums_ok(pseudo4(s, d, 17, l4.len()), l4))
+                }
+                1 => Some(sums_ok(0, l4)),
+                _ => None,
+            }
+        }
+        6 => {
+            if pkt.len() < 40 {
+                return None;
+            }
+            let plen = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+            let l4 = pkt.get(40..40 + plen)?;
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&pkt[8..24]);
+            let s = Ipv6Addr::from(a);
+            a.copy_from_slice(&pkt[24..40]);
+            let d = Ipv6Addr::from(a);
+            match pkt[6] {
+                n @ (6 | 17 | 58) => Some(sums_ok(pseudo6(s, d, n, l4.len()), l4)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
