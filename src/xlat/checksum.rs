@@ -53,6 +53,18 @@ pub fn update(hc: u16, old: u64, new: u64) -> u16 {
     !fold(acc)
 }
 
+/// [`update`] for a checksum field that is either final or, with `partial`, holds only the
+/// (uncomplemented) pseudo-header sum that checksum offload completes later
+/// (`VIRTIO_NET_HDR_F_NEEDS_CSUM`, Linux `CHECKSUM_PARTIAL`).
+#[inline]
+pub fn update_maybe_partial(field: u16, old: u64, new: u64, partial: bool) -> u16 {
+    if partial {
+        !update(!field, old, new)
+    } else {
+        update(field, old, new)
+    }
+}
+
 /// The running sum of an IPv4 address.
 #[inline]
 pub fn sum_v4(a: Ipv4Addr) -> u64 {

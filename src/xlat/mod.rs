@@ -18,6 +18,7 @@
 
 mod checksum;
 mod icmp;
+mod offload;
 mod v4_to_v6;
 mod v6_to_v4;
 
@@ -25,7 +26,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::discovery::Nat64Prefix;
 
-pub use checksum::{add as checksum_add, finish as checksum_finish, update as checksum_update};
+pub use offload::VnetHdr;
 
 /// The IPv4 "dummy" address of RFC 7600, the source of ICMPv4 errors the translator makes up
 /// itself and of translated ICMPv6 errors whose IPv6 source has no IPv4 form.
@@ -226,7 +227,7 @@ impl Translator {
         to_v6: &mut PacketBatch,
         to_v4: &mut PacketBatch,
     ) -> Verdict {
-        let v = self.v4_to_v6(pkt, to_v6, to_v4);
+        let v = self.v4_to_v6(pkt, to_v6, to_v4, None);
         self.count(v, pkt.len(), true);
         v
     }
@@ -239,7 +240,7 @@ impl Translator {
         to_v4: &mut PacketBatch,
         to_v6: &mut PacketBatch,
     ) -> Verdict {
-        let v = self.v6_to_v4(pkt, to_v4, to_v6);
+        let v = self.v6_to_v4(pkt, to_v4, to_v6, None);
         self.count(v, pkt.len(), false);
         v
     }
@@ -385,6 +386,25 @@ fn write_ipv4_header(out: &mut [u8], f: &V4Fields) {
     out[16..20].copy_from_slice(&f.dst.octets());
     let c = checksum::finish(checksum::add(0, &out[..20]));
     out[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Offload state passed through one translation: what the virtio header said, and where the
+/// L4 header ended up.
+#[derive(Debug, Clone, Copy, Default)]
+struct Offload {
+    /// The L4 checksum field holds only the pseudo-header sum (NEEDS_CSUM).
+    partial: bool,
+    /// A GSO packet: segmented later, never fragmented here.
+    gso: bool,
+    csum_start: usize,
+    csum_offset: usize,
+    /// The L4 protocol the GSO type requires (0: any).
+    want_proto: u8,
+    /// Out: offset of the L4 header in the input and in the output.
+    l4_start_in: usize,
+    l4_start_out: usize,
+    /// Out: the output's checksum field is still partial.
+    partial_kept: bool,
 }
 
 /// Up to four bytes to overwrite in a payload while it is copied (an L4 checksum, or the

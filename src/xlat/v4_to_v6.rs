@@ -3,12 +3,12 @@
 use super::checksum as cs;
 use super::icmp::{self, ICMP6_ERROR_MAX};
 use super::{
-    be16, v4_at, write_fragment_header, write_ipv6_header, DropReason, PacketBatch, Patch,
+    be16, v4_at, write_fragment_header, write_ipv6_header, DropReason, Offload, PacketBatch, Patch,
     Translator, V4Fields, Verdict,
 };
 
-/// The header fields of an IPv4 packet and its header length. Lengths are checked against
-/// `min_len` (the bytes actually present) only as far as the header itself goes.
+/// The header fields of an IPv4 packet and its header length. Only the header itself is
+/// checked against the bytes present (the packet inside an ICMP error may be truncated).
 pub(super) fn parse_v4_header(b: &[u8]) -> Result<(V4Fields, usize), DropReason> {
     if b.len() < 20 || b[0] >> 4 != 4 {
         return Err(DropReason::Malformed);
@@ -78,6 +78,7 @@ impl Translator {
         pkt: &[u8],
         to_v6: &mut PacketBatch,
         to_v4: &mut PacketBatch,
+        mut off: Option<&mut Offload>,
     ) -> Verdict {
         use DropReason::*;
         let (h, ihl) = match parse_v4_header(pkt) {
@@ -107,14 +108,38 @@ impl Translator {
         let dst6 = self.cfg.prefix.embed(h.dst);
         let addr_old = self.sum_v4 + cs::sum_v4(h.dst);
         let addr_new = self.sum_v6 + cs::sum_v6(dst6);
+        // Offload: the L4 checksum field may hold only the pseudo-header sum (NEEDS_CSUM), and
+        // a GSO packet is cut to size later, so it is never fragmented here.
+        let (partial, gso) = match off.as_deref() {
+            Some(o) => {
+                if (o.want_proto != 0 && h.proto != o.want_proto)
+                    || ((o.partial || o.gso) && (is_frag || !matches!(h.proto, 6 | 17)))
+                {
+                    return Verdict::Dropped(Unsupported);
+                }
+                let at = if h.proto == 6 { 16 } else { 6 };
+                if o.partial && (o.csum_start != ihl || o.csum_offset != at) {
+                    return Verdict::Dropped(Unsupported);
+                }
+                (o.partial, o.gso)
+            }
+            None => (false, false),
+        };
 
-        let (next, patch) = match h.proto {
+        let (next, mut patch) = match h.proto {
             6 if first => {
                 if payload.len() < 20 {
                     return Verdict::Dropped(Malformed);
                 }
-                let c = cs::update(be16(payload, 16), addr_old, addr_new);
+                let c = cs::update_maybe_partial(be16(payload, 16), addr_old, addr_new, partial);
                 (6, Patch::csum(16, c))
+            }
+            17 if first && partial => {
+                if payload.len() < 8 {
+                    return Verdict::Dropped(Malformed);
+                }
+                let c = cs::update_maybe_partial(be16(payload, 6), addr_old, addr_new, true);
+                (17, Patch::csum(6, c))
             }
             17 if first => {
                 if payload.len() < 8 {
@@ -170,7 +195,12 @@ impl Translator {
         let out_len = 40 + frag_len + payload.len();
         let mtu = self.mtu6();
         let id = u32::from(h.id);
-        if out_len <= mtu {
+        if let Some(o) = off.as_deref_mut() {
+            o.l4_start_in = ihl;
+            o.l4_start_out = 40 + frag_len;
+            o.partial_kept = partial;
+        }
+        if out_len <= mtu || gso {
             to_v6.push_with(out_len, |o| {
                 if is_frag {
                     write_ipv6_header(o, h.tos, (out_len - 40) as u16, 44, h.ttl, src6, dst6);
@@ -189,6 +219,17 @@ impl Translator {
             let m = mtu4.to_be_bytes();
             self.send_icmp4_error(to_v4, 3, 4, [0, 0, m[0], m[1]], pkt);
             return Verdict::Dropped(TooBig);
+        }
+        if partial {
+            // Fragments cannot leave the checksum to the device: finish it here.
+            let at = if h.proto == 6 { 16 } else { 6 };
+            let c = cs::update(cs::finish(cs::add(0, payload)), addr_old, addr_new);
+            let c = if h.proto == 17 { cs::udp_nonzero(c) } else { c };
+            patch = Patch::csum(at, c);
+            if let Some(o) = off {
+                o.partial_kept = false;
+                o.l4_start_out = 48;
+            }
         }
         // DF clear: fragment into IPv6 fragments that fit the uplink MTU, each a multiple of
         // eight bytes but the last, keeping the IPv4 Identification.

@@ -5,8 +5,8 @@ use std::net::Ipv6Addr;
 use super::checksum as cs;
 use super::icmp;
 use super::{
-    be16, be32, v6_at, write_ipv4_header, DropReason, PacketBatch, Patch, Translator, V4Fields,
-    Verdict, IPV4_DUMMY,
+    be16, be32, v6_at, write_ipv4_header, DropReason, Offload, PacketBatch, Patch, Translator,
+    V4Fields, Verdict, IPV4_DUMMY,
 };
 
 /// An IPv6 Fragment header's fields.
@@ -94,6 +94,7 @@ impl Translator {
         pkt: &[u8],
         to_v4: &mut PacketBatch,
         to_v6: &mut PacketBatch,
+        off: Option<&mut Offload>,
     ) -> Verdict {
         use DropReason::*;
         if pkt.len() < 40 || pkt[0] >> 4 != 6 {
@@ -147,16 +148,36 @@ impl Translator {
         let is_frag = ext.frag.is_some();
         let addr_old = cs::sum_v6(src) + self.sum_v6;
         let addr_new = cs::sum_v4(src4) + self.sum_v4;
+        let partial = match off.as_deref() {
+            Some(o) => {
+                if (o.want_proto != 0 && ext.proto != o.want_proto)
+                    || ((o.partial || o.gso) && (is_frag || !matches!(ext.proto, 6 | 17)))
+                {
+                    return Verdict::Dropped(Unsupported);
+                }
+                let at = if ext.proto == 6 { 16 } else { 6 };
+                if o.partial && (o.csum_start != ext.start || o.csum_offset != at) {
+                    return Verdict::Dropped(Unsupported);
+                }
+                o.partial
+            }
+            None => false,
+        };
 
         let (proto4, patch) = match ext.proto {
             6 if first => {
                 if payload.len() < 20 {
                     return Verdict::Dropped(Malformed);
                 }
-                (
-                    6,
-                    Patch::csum(16, cs::update(be16(payload, 16), addr_old, addr_new)),
-                )
+                let c = cs::update_maybe_partial(be16(payload, 16), addr_old, addr_new, partial);
+                (6, Patch::csum(16, c))
+            }
+            17 if first && partial => {
+                if payload.len() < 8 {
+                    return Verdict::Dropped(Malformed);
+                }
+                let c = cs::update_maybe_partial(be16(payload, 6), addr_old, addr_new, true);
+                (17, Patch::csum(6, c))
             }
             17 if first => {
                 if payload.len() < 8 {
@@ -200,6 +221,11 @@ impl Translator {
         let total = 20 + payload.len();
         if total > 65535 {
             return Verdict::Dropped(Unsupported);
+        }
+        if let Some(o) = off {
+            o.l4_start_in = ext.start;
+            o.l4_start_out = 20;
+            o.partial_kept = partial;
         }
         let f = self.v4_fields(tc, total, ext.frag, hop, proto4, src4, self.cfg.v4);
         to_v4.push_with(total, |o| {
