@@ -8,7 +8,7 @@ mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, XlatConfig};
+use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, VnetHdr, XlatConfig};
 use common::*;
 use proptest::prelude::*;
 
@@ -326,5 +326,33 @@ proptest! {
         let (mut v6, mut e2) = (PacketBatch::default(), PacketBatch::default());
         prop_assert_eq!(b.ipv4_to_ipv6(v4.get(0).unwrap(), &mut v6, &mut e2), Verdict::Translated);
         prop_assert_eq!(v6.get(0).unwrap(), &pkt[..]);
+    }
+
+    #[test]
+    fn offload_entry_points_never_panic(
+        pkt4 in v4_packet(),
+        pkt6 in v6_packet(5),
+        m in mutations(),
+        raw in any::<[u8; 10]>(),
+        mtu in 1280u32..9000,
+    ) {
+        let h = VnetHdr::from_le_bytes(&raw).unwrap();
+        let mut t = Translator::new(config(5, mtu));
+        let (mut a, mut b) = (PacketBatch::default(), PacketBatch::default());
+        for p in [pkt4.clone(), mutate(pkt4, &m)] {
+            let (v, oh) = t.ipv4_to_ipv6_offload(&h, &p, &mut a, &mut b);
+            if matches!(v, Verdict::Dropped(_)) {
+                prop_assert_eq!(oh, VnetHdr::default());
+            }
+        }
+        for p in [pkt6.clone(), mutate(pkt6, &m)] {
+            let (v, oh) = t.ipv6_to_ipv4_offload(&h, &p, &mut b, &mut a);
+            if matches!(v, Verdict::Dropped(_)) {
+                prop_assert_eq!(oh, VnetHdr::default());
+            }
+        }
+        for p in a.iter().chain(b.iter()) {
+            verify_opts(p, false);
+        }
     }
 }
