@@ -266,3 +266,19 @@ fn inconsistent_offload_metadata_is_refused() {
         Verdict::Dropped(DropReason::NotOurs)
     );
 }
+
+#[test]
+fn data_valid_is_not_claimed_for_fragments() {
+    let mut t = Translator::new(cfg_with("2001:db8:64::/96", 1280));
+    let seg = udp(1, 2, &payload(2000, 6), &Pseudo::V4(CLAT4, REMOTE4), false);
+    let mut h4 = V4::new(CLAT4, REMOTE4, 17);
+    h4.df = false;
+    let h = VnetHdr {
+        flags: VnetHdr::F_DATA_VALID,
+        ..VnetHdr::default()
+    };
+    let (v, oh, out) = v4_off(&mut t, &h, &h4.build(&seg));
+    assert_eq!(v, Verdict::Translated);
+    assert_eq!(out.len(), 2);
+    assert_eq!(oh, VnetHdr::default());
+}
