@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
-mod common;
+mod xlat_common;
 
 use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, VnetHdr};
-use common::*;
+use xlat_common::*;
 
 /// A TCP or UDP segment whose checksum field holds the folded pseudo-header sum only, as the
 /// kernel leaves it for CHECKSUM_PARTIAL.
