@@ -875,6 +875,76 @@ auth-zone:
         self.prefix.embed(v4)
     }
 
+    /// A comparable picture of what a daemon could change in `ns`: links, addresses, routes
+    /// and rules of both families (volatile lifetimes stripped), proxy neighbours, anycast
+    /// addresses, qdiscs and a few sysctls. Compare two with [`assert_same_snapshot`].
+    pub fn snapshot(&self, ns: Ns) -> std::collections::BTreeSet<String> {
+        let mut set = std::collections::BTreeSet::new();
+        let strip = |line: &str| -> String {
+            let mut out = Vec::new();
+            let mut words = line.split_whitespace().peekable();
+            while let Some(w) = words.next() {
+                if matches!(w, "expires" | "valid_lft" | "preferred_lft" | "used") {
+                    words.next();
+                    continue;
+                }
+                out.push(w);
+            }
+            out.join(" ")
+        };
+        let mut add = |what: &str, args: &[&str]| {
+            let out = self.exec(ns, args);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let l = strip(line);
+                if !l.is_empty() {
+                    set.insert(format!("{what}: {l}"));
+                }
+            }
+        };
+        add("link", &["ip", "-o", "link", "show"]);
+        add("addr", &["ip", "-o", "addr", "show"]);
+        add("route4", &["ip", "-4", "route", "show", "table", "all"]);
+        add("route6", &["ip", "-6", "route", "show", "table", "all"]);
+        add("rule4", &["ip", "-4", "rule", "show"]);
+        add("rule6", &["ip", "-6", "rule", "show"]);
+        add("proxy", &["ip", "-6", "neigh", "show", "proxy"]);
+        add("anycast", &["cat", "/proc/net/anycast6"]);
+        add("qdisc", &["tc", "qdisc", "show"]);
+        add(
+            "sysctl",
+            &[
+                "sysctl",
+                "net.ipv4.ip_forward",
+                "net.ipv6.conf.all.forwarding",
+                "net.ipv6.conf.all.proxy_ndp",
+            ],
+        );
+        set
+    }
+
+    /// Runs `autoclat ARGS…` in the client namespace, killing it after `timeout`; `None` when
+    /// it had to be killed.
+    pub fn autoclat_timeout(&self, args: &[&str], timeout: Duration) -> Option<Output> {
+        let mut child = no_inherited_fds(&mut Command::new("ip"))
+            .args(["netns", "exec", &self.cli, autoclat_bin()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn autoclat");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return child.wait_with_output().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     // --- PREF64 ---------------------------------------------------------------------------------
 
     /// Sends three PREF64 router advertisements (100 ms apart) on the router's bridge.
@@ -1037,6 +1107,20 @@ impl Drop for Topology {
     }
 }
 
+/// Panics listing the differences when two [`Topology::snapshot`]s differ.
+pub fn assert_same_snapshot(
+    before: &std::collections::BTreeSet<String>,
+    after: &std::collections::BTreeSet<String>,
+    when: &str,
+) {
+    let gone: Vec<_> = before.difference(after).collect();
+    let new: Vec<_> = after.difference(before).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "{when}: system state changed\n  removed: {gone:#?}\n  added: {new:#?}"
+    );
+}
+
 /// Stops the background PREF64 sender when dropped.
 pub struct Pref64Sender {
     stop: Arc<AtomicBool>,
@@ -1133,23 +1217,25 @@ impl Daemon {
         what: &str,
         mut pred: impl FnMut(&Value) -> bool,
     ) -> Value {
-        let mut last = None;
-        let found = wait_until(WAIT, || match self.uplink(uplink) {
-            Some(u) if pred(&u) => {
-                last = Some(u);
-                true
-            }
-            other => {
-                last = other;
-                false
-            }
+        let mut last: Result<Value, String> = Err("no answer yet".into());
+        let found = wait_until(WAIT, || {
+            assert!(
+                pid_alive(self.pid()),
+                "autoclat exited while waiting for {uplink}: {what}"
+            );
+            last = self.try_status().and_then(|st| {
+                st["uplinks"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|u| u["uplink"].as_str() == Some(uplink)))
+                    .cloned()
+                    .ok_or_else(|| format!("{uplink} not in status: {st}"))
+            });
+            last.as_ref().is_ok_and(&mut pred)
         });
         match (found, last) {
-            (true, Some(u)) => u,
-            (_, last) => panic!(
-                "timed out waiting for {uplink}: {what}; last entry: {}",
-                last.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
-            ),
+            (true, Ok(u)) => u,
+            (_, Ok(u)) => panic!("timed out waiting for {uplink}: {what}; last entry: {u}"),
+            (_, Err(e)) => panic!("timed out waiting for {uplink}: {what}; last: {e}"),
         }
     }
 
