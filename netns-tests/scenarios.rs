@@ -629,3 +629,48 @@ fn ping_udp_and_tcp_through_the_clat() {
     });
     assert_eq!(echo, payload);
 }
+
+/// PMTU through the CLAT: with a 1280-byte IPv4 link between the NAT64 and server4, a large
+/// DF datagram from the client draws "fragmentation needed" (translated by tayga to a Packet
+/// Too Big and back by the CLAT), the client's path MTU drops, and bulk TCP still gets through.
+#[test]
+fn pmtu_through_the_clat() {
+    if skip_unless_root("pmtu_through_the_clat") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat(REAL_CLATD);
+    let u = d.wait_state("up0", "running");
+    let iface = u["v4_iface"].as_str().unwrap().to_owned();
+    let clat_mtu = topo.link(Ns::Client, &iface).unwrap()["mtu"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(clat_mtu, 1500 - 28, "v4- MTU is the uplink's minus 28");
+    topo.exec_ok(Ns::Router, &["ip", "link", "set", "v4srv", "mtu", "1280"]);
+    topo.exec_ok(Ns::Server, &["ip", "link", "set", "eth0", "mtu", "1280"]);
+    let dst = std::net::SocketAddrV4::new(SERVER4, 7);
+    let mut last = 0;
+    let lowered = wait_until(WAIT, || {
+        last = udp_path_mtu(&topo.cli, dst, 1400).unwrap_or(0);
+        last > 0 && last <= 1280
+    });
+    assert!(
+        lowered,
+        "path MTU to {SERVER4} through the CLAT stayed at {last}"
+    );
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let echo = wait_for(WAIT, "bulk TCP echo over the 1280-byte path", || {
+        tcp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            payload.clone(),
+            Duration::from_secs(5),
+        )
+        .ok()
+    });
+    assert_eq!(echo, payload);
+}

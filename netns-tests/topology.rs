@@ -196,6 +196,18 @@ fn native_ipv4_and_two_uplinks() {
         )),
         "native IPv4 to the router does not work"
     );
+    // Path MTU discovery over the native path (checks the helper the CLAT PMTU test uses).
+    let dst = std::net::SocketAddrV4::new(SERVER4, 7);
+    assert_eq!(udp_path_mtu(&topo.cli, dst, 1400).unwrap(), 1500);
+    topo.exec_ok(Ns::Router, &["ip", "link", "set", "v4srv", "mtu", "1280"]);
+    let mut last = 0;
+    assert!(
+        wait_until(WAIT, || {
+            last = udp_path_mtu(&topo.cli, dst, 1400).unwrap();
+            last == 1280
+        }),
+        "path MTU stayed {last}"
+    );
     topo.remove_native_ipv4("up0");
     assert!(topo.default_routes("-4").is_empty());
     // A client link going down leaves the router side (bridge) up; coming back, SLAAC returns.

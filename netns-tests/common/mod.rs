@@ -1319,9 +1319,13 @@ impl Drop for Daemon {
     }
 }
 
-/// Path of the `autoclat` binary cargo built for this test.
+/// Path of the `autoclat` binary under test: `$AUTOCLAT_TEST_BIN` when set (to run the
+/// scenarios against an installed build), else the one cargo built for this test.
 pub fn autoclat_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_autoclat")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("AUTOCLAT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_autoclat").into())
+    })
 }
 
 /// Path of the fake translator. `cargo test` builds examples into `target/<profile>/examples`;
@@ -1848,6 +1852,52 @@ pub fn udp_echo(
         let (n, _) = s.recv_from(&mut buf)?;
         buf.truncate(n);
         Ok(buf)
+    })
+}
+
+/// Path MTU discovery over IPv4: from namespace `ns`, sends `size`-byte UDP datagrams with DF
+/// set to `dst` on a connected socket, then returns the path MTU the kernel reports (`IP_MTU`).
+/// A "fragmentation needed" coming back lowers it below the interface MTU.
+pub fn udp_path_mtu(ns: &str, dst: std::net::SocketAddrV4, size: usize) -> std::io::Result<u32> {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(dst)?;
+        let on: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: valid fd, pointer and length of a c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let data = vec![0x55u8; size];
+        for _ in 0..3 {
+            // EMSGSIZE once the kernel learnt a smaller path MTU: expected.
+            let _ = s.send(&data);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut mtu: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid fd; `mtu` and `len` are valid for writes of their sizes.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU,
+                (&mut mtu as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(mtu as u32)
     })
 }
 
