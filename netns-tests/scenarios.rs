@@ -1,0 +1,676 @@
+//! Scenario tests of the autoclat daemon in the netns topology (DESIGN §4), against its
+//! command-line contract (DESIGN §3): `autoclat run --config`, `autoclat status --json`,
+//! `autoclat check-config`. The translator is the fake `fake_clatd` unless a test asks for the
+//! real one. Root only; they skip otherwise. Tests wait for states with generous bounds and
+//! never assert on timing.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use autoclat::discovery::Nat64Prefix;
+use common::*;
+use serde_json::Value;
+
+/// The fields every uplink entry of `status --json` carries (DESIGN §3).
+const STATUS_FIELDS: &[&str] = &[
+    "uplink",
+    "ifindex",
+    "state",
+    "reason",
+    "prefix",
+    "prefix_source",
+    "v4",
+    "v6",
+    "v4_iface",
+    "v4_ifindex",
+    "pid",
+    "restarts",
+    "fast_path",
+    "counters",
+];
+
+fn assert_contract_fields(u: &Value) {
+    for f in STATUS_FIELDS {
+        assert!(u.get(f).is_some(), "status entry lacks {f:?}: {u}");
+    }
+    let state = u["state"].as_str().unwrap_or("");
+    assert!(
+        ["running", "waiting", "backoff", "disabled"].contains(&state),
+        "unknown state in {u}"
+    );
+    assert!(u["fast_path"].is_boolean(), "fast_path is not a bool: {u}");
+    assert!(u["counters"].is_object(), "counters is not an object: {u}");
+}
+
+fn same_prefix(a: &str, b: &str) -> bool {
+    match (a.parse::<Nat64Prefix>(), b.parse::<Nat64Prefix>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The expected `v4-` name for an uplink (when it fits IFNAMSIZ).
+fn v4_name(uplink: &str) -> Option<String> {
+    let n = format!("v4-{uplink}");
+    (n.len() <= 15).then_some(n)
+}
+
+/// Waits until `uplink` runs a CLAT with `prefix` from `source`, then checks everything the
+/// controller must have done: the entry's fields, the `v4-` link with the IPv4 address, the
+/// default route with metric 2048, the child `clatd-<uplink>`, and the fake translator's report.
+fn assert_clat_running(
+    topo: &Topology,
+    d: &Daemon,
+    uplink: &str,
+    prefix: &str,
+    source: &str,
+) -> Value {
+    let u = d.wait_uplink(
+        uplink,
+        &format!("running with {prefix} from {source}"),
+        |u| {
+            u["state"] == "running"
+                && u["prefix"].as_str().is_some_and(|p| same_prefix(p, prefix))
+                && u["prefix_source"] == source
+        },
+    );
+    assert_contract_fields(&u);
+    assert!(u["reason"].is_null(), "running with a reason: {u}");
+    let up_link = topo.link(Ns::Client, uplink).unwrap();
+    assert_eq!(u["ifindex"], up_link["ifindex"], "ifindex of {uplink}");
+
+    let v4: Ipv4Addr = u["v4"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        v4.octets()[..3],
+        [192, 0, 0],
+        "v4 {v4} outside 192.0.0.0/29"
+    );
+    assert!(v4.octets()[3] < 8, "v4 {v4} outside 192.0.0.0/29");
+    let v6: Ipv6Addr = u["v6"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        v6.segments()[..4],
+        [0x2001, 0xdb8, 1, 0],
+        "v6 {v6} outside the uplink /64"
+    );
+
+    let iface = u["v4_iface"].as_str().unwrap().to_owned();
+    if let Some(want) = v4_name(uplink) {
+        assert_eq!(iface, want);
+    }
+    let link = topo
+        .link(Ns::Client, &iface)
+        .unwrap_or_else(|| panic!("{iface} does not exist"));
+    assert_eq!(u["v4_ifindex"], link["ifindex"], "v4_ifindex");
+    assert!(
+        link["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "{iface} is not up: {link}"
+    );
+    let addrs: Vec<String> = topo
+        .addrs(Ns::Client, "-4", &iface)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert!(
+        addrs.contains(&v4.to_string()),
+        "{iface} lacks {v4}: {addrs:?}"
+    );
+    let routes = topo.default_routes("-4");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dev"] == iface.as_str() && r["metric"] == 2048),
+        "no IPv4 default route via {iface} metric 2048: {routes:?}"
+    );
+
+    let pid = u["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("running without a pid: {u}"));
+    assert!(pid_alive(pid as u32), "child {pid} is not alive");
+    let cmdline = proc_cmdline(pid as u32).unwrap();
+    assert_eq!(
+        cmdline[0],
+        format!("clatd-{uplink}"),
+        "argv[0] of the child"
+    );
+    let report = wait_for(WAIT, "the fake translator's report", || d.fake_report(pid));
+    assert_eq!(
+        report["ok"], true,
+        "the translator was given something wrong: {report}"
+    );
+    assert_eq!(report["uplink"], uplink);
+    assert!(
+        same_prefix(report["prefix"].as_str().unwrap(), prefix),
+        "-p in {report}"
+    );
+    assert_eq!(
+        report["v4"].as_str().unwrap().parse::<Ipv4Addr>().unwrap(),
+        v4
+    );
+    assert_eq!(
+        report["v6"].as_str().unwrap().parse::<Ipv6Addr>().unwrap(),
+        v6
+    );
+    assert_eq!(report["tun_name"], iface.as_str());
+    u
+}
+
+/// Waits until `uplink` has no CLAT left: no `v4-` link, no IPv4 default route via one, the
+/// old child gone.
+fn wait_clat_gone(topo: &Topology, uplink: &str, old_pid: Option<u64>) {
+    let name = v4_name(uplink).unwrap();
+    let gone = wait_until(WAIT, || {
+        topo.link(Ns::Client, &name).is_none()
+            && !topo
+                .default_routes("-4")
+                .iter()
+                .any(|r| r["dev"].as_str().is_some_and(|d| d.starts_with("v4-")))
+            && old_pid.is_none_or(|p| !pid_alive(p as u32))
+    });
+    assert!(
+        gone,
+        "CLAT of {uplink} not removed: links {:?}, IPv4 default routes {:?}",
+        topo.link_names_with_prefix(Ns::Client, "v4-"),
+        topo.default_routes("-4")
+    );
+}
+
+fn pid_of(u: &Value) -> u64 {
+    u["pid"].as_u64().unwrap()
+}
+
+#[test]
+fn zero_touch_start_when_the_uplink_comes_up() {
+    if skip_unless_root("zero_touch_start_when_the_uplink_comes_up") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        uplinks_up: false,
+        ..TopologyOptions::default()
+    });
+    let d = topo.start_autoclat("");
+    let u = d.wait_uplink("up0", "known and waiting while down", |u| {
+        u["state"] == "waiting"
+    });
+    assert!(!u["reason"].is_null(), "waiting without a reason: {u}");
+    assert!(topo.link(Ns::Client, "v4-up0").is_none());
+    topo.set_link("up0", true);
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+}
+
+#[test]
+fn dns64_only_network() {
+    if skip_unless_root("dns64_only_network") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat("");
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+}
+
+#[test]
+fn pref64_only_network() {
+    if skip_unless_root("pref64_only_network") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::pref64_only());
+    topo.wait_slaac("up0");
+    let _ra = topo.start_pref64_sender(DEFAULT_PREFIX, 1800, Duration::from_secs(2));
+    let d = topo.start_autoclat("");
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "pref64");
+}
+
+#[test]
+fn pref64_prefix_change_restarts_the_clat_and_a_56_works() {
+    if skip_unless_root("pref64_prefix_change_restarts_the_clat_and_a_56_works") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::pref64_only());
+    topo.wait_slaac("up0");
+    let ra = topo.start_pref64_sender(DEFAULT_PREFIX, 1800, Duration::from_secs(2));
+    let d = topo.start_autoclat("");
+    let first = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "pref64");
+    ra.stop();
+    topo.send_pref64(DEFAULT_PREFIX, 0);
+    let _ra = topo.start_pref64_sender("2001:db8:100::/56", 1800, Duration::from_secs(2));
+    let second = assert_clat_running(&topo, &d, "up0", "2001:db8:100::/56", "pref64");
+    assert_ne!(
+        pid_of(&first),
+        pid_of(&second),
+        "the CLAT was not restarted"
+    );
+    assert!(
+        wait_until(WAIT, || !pid_alive(pid_of(&first) as u32)),
+        "the old translator is still alive"
+    );
+}
+
+#[test]
+fn pref64_withdrawn_stops_the_clat() {
+    if skip_unless_root("pref64_withdrawn_stops_the_clat") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::pref64_only());
+    topo.wait_slaac("up0");
+    let ra = topo.start_pref64_sender(DEFAULT_PREFIX, 1800, Duration::from_secs(2));
+    let d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "pref64");
+    ra.stop();
+    topo.send_pref64(DEFAULT_PREFIX, 0);
+    let w = d.wait_state("up0", "waiting");
+    assert!(!w["reason"].is_null(), "waiting without a reason: {w}");
+    wait_clat_gone(&topo, "up0", Some(pid_of(&u)));
+}
+
+#[test]
+fn static_non_96_prefix() {
+    if skip_unless_root("static_non_96_prefix") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        nat64_prefix: "2001:db8:100::/56".into(),
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat(
+        r#"
+[[uplink]]
+match = "up0"
+nat64_prefix = "2001:db8:100::/56"
+"#,
+    );
+    assert_clat_running(&topo, &d, "up0", "2001:db8:100::/56", "static");
+}
+
+#[test]
+fn native_ipv4_appears_and_disappears() {
+    if skip_unless_root("native_ipv4_appears_and_disappears") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        native_ipv4: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    topo.add_native_ipv4("up0");
+    let w = d.wait_state("up0", "waiting");
+    let reason = w["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.to_lowercase().contains("ipv4"),
+        "reason does not mention IPv4: {w}"
+    );
+    // Our own default route is gone; the native one stays.
+    let name = v4_name("up0").unwrap();
+    assert!(
+        wait_until(WAIT, || topo.link(Ns::Client, &name).is_none()
+            && !pid_alive(pid_of(&u) as u32)),
+        "CLAT not taken down"
+    );
+    let routes = topo.default_routes("-4");
+    assert!(routes.iter().all(|r| r["dev"] == "up0"), "{routes:?}");
+    topo.remove_native_ipv4("up0");
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+}
+
+#[test]
+fn link_down_and_up() {
+    if skip_unless_root("link_down_and_up") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    topo.set_link("up0", false);
+    let w = d.wait_state("up0", "waiting");
+    assert!(!w["reason"].is_null(), "waiting without a reason: {w}");
+    wait_clat_gone(&topo, "up0", Some(pid_of(&u)));
+    topo.set_link("up0", true);
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+}
+
+#[test]
+fn killed_translator_is_restarted() {
+    if skip_unless_root("killed_translator_is_restarted") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    let old = pid_of(&u);
+    // SAFETY: SIGKILL to the translator the daemon started in our namespace.
+    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    let again = d.wait_uplink("up0", "a new translator and restarts >= 1", |u| {
+        u["state"] == "running"
+            && u["pid"].as_u64().is_some_and(|p| p != old)
+            && u["restarts"].as_u64().is_some_and(|r| r >= 1)
+    });
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    assert!(pid_alive(pid_of(&again) as u32));
+}
+
+#[test]
+fn sigterm_leaves_nothing_behind() {
+    if skip_unless_root("sigterm_leaves_nothing_behind") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let before = topo.snapshot(Ns::Client);
+    let mut d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    d.sigterm();
+    let st = d.wait_exit(WAIT).expect("autoclat did not exit on SIGTERM");
+    assert!(st.success(), "autoclat exited {st} on SIGTERM");
+    assert!(!pid_alive(pid_of(&u) as u32), "translator left running");
+    assert!(topo.link_names_with_prefix(Ns::Client, "v4-").is_empty());
+    assert!(
+        !topo
+            .default_routes("-4")
+            .iter()
+            .any(|r| r["dev"].as_str().is_some_and(|d| d.starts_with("v4-"))),
+        "IPv4 route via a v4- link left"
+    );
+    let left = topo.ns_pids(Ns::Client);
+    assert!(
+        left.is_empty(),
+        "processes left in the client namespace: {left:?}"
+    );
+    assert_same_snapshot(&before, &topo.snapshot(Ns::Client), "after SIGTERM");
+}
+
+#[test]
+fn sigkill_then_restart_cleans_leftovers() {
+    if skip_unless_root("sigkill_then_restart_cleans_leftovers") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let mut d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    let (old_pid, old_ifindex) = (pid_of(&u), u["v4_ifindex"].as_u64().unwrap());
+    d.sigkill();
+    d.wait_exit(WAIT).expect("autoclat survived SIGKILL");
+    drop(d);
+    let d2 = topo.start_autoclat("");
+    let u2 = assert_clat_running(&topo, &d2, "up0", DEFAULT_PREFIX, "dns64");
+    assert!(
+        wait_until(WAIT, || !pid_alive(old_pid as u32)),
+        "the old translator {old_pid} was not cleaned up"
+    );
+    assert_ne!(
+        u2["v4_ifindex"].as_u64().unwrap(),
+        old_ifindex,
+        "the old v4- link was kept"
+    );
+    let names = topo.link_names_with_prefix(Ns::Client, "v4-");
+    assert_eq!(names, vec!["v4-up0".to_string()], "exactly one v4- link");
+    let translators = topo.client_pids_named("clatd-up0");
+    assert_eq!(
+        translators,
+        vec![pid_of(&u2) as u32],
+        "exactly one translator"
+    );
+    let routes: Vec<Value> = topo
+        .default_routes("-4")
+        .into_iter()
+        .filter(|r| r["dev"] == "v4-up0")
+        .collect();
+    assert_eq!(
+        routes.len(),
+        1,
+        "one IPv4 default route via v4-up0: {routes:?}"
+    );
+}
+
+#[test]
+fn two_uplinks_at_once() {
+    if skip_unless_root("two_uplinks_at_once") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        uplinks: vec!["up0".into(), "up1".into()],
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    topo.wait_slaac("up1");
+    let d = topo.start_autoclat("");
+    // The default route of each is checked loosely: two IPv4 default routes of equal metric
+    // cannot coexist, so only one uplink's route needs metric 2048 via its own v4- link.
+    let u0 = d.wait_state("up0", "running");
+    let u1 = d.wait_state("up1", "running");
+    for (u, name) in [(&u0, "up0"), (&u1, "up1")] {
+        assert_contract_fields(u);
+        let iface = format!("v4-{name}");
+        assert_eq!(u["v4_iface"], iface.as_str());
+        assert!(topo.link(Ns::Client, &iface).is_some(), "{iface} missing");
+        assert!(pid_alive(pid_of(u) as u32));
+        assert_eq!(
+            proc_cmdline(pid_of(u) as u32).unwrap()[0],
+            format!("clatd-{name}")
+        );
+        let r = wait_for(WAIT, "report", || d.fake_report(pid_of(u)));
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["uplink"], name);
+    }
+    assert_ne!(u0["v4"], u1["v4"], "both CLATs got the same IPv4 address");
+    assert_ne!(u0["v6"], u1["v6"], "both CLATs got the same IPv6 address");
+    assert!(
+        topo.default_routes("-4")
+            .iter()
+            .any(|r| r["dev"].as_str().is_some_and(|d| d.starts_with("v4-"))),
+        "no IPv4 default route via a CLAT"
+    );
+}
+
+#[test]
+fn policy_disables_an_uplink() {
+    if skip_unless_root("policy_disables_an_uplink") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        uplinks: vec!["up0".into(), "up1".into()],
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    topo.wait_slaac("up1");
+    let d = topo.start_autoclat(
+        r#"
+[[uplink]]
+match = "up1"
+enable = false
+"#,
+    );
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    let u1 = d.wait_state("up1", "disabled");
+    assert_contract_fields(&u1);
+    assert!(!u1["reason"].is_null(), "disabled without a reason: {u1}");
+    assert!(
+        u1["pid"].is_null(),
+        "a disabled uplink has a translator: {u1}"
+    );
+    assert!(topo.link(Ns::Client, "v4-up1").is_none());
+    assert!(topo.client_pids_named("clatd-up1").is_empty());
+}
+
+/// Bad configurations: `check-config` exits 2 naming file:line:col; `run` exits 2 and changes
+/// nothing. A good one passes `check-config`.
+#[test]
+fn bad_config_is_refused_with_its_location() {
+    if skip_unless_root("bad_config_is_refused_with_its_location") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        nat64: false,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let cases: &[(&str, &str, usize)] = &[
+        (
+            "syntax.toml",
+            "[daemon]\nlog_format = \"text\"\n[uplink\n",
+            3,
+        ),
+        ("unknown-key.toml", "[daemon]\nbogus = 1\n", 2),
+        (
+            "bad-prefix.toml",
+            "[[uplink]]\nmatch = \"up0\"\nnat64_prefix = \"2001:db8::/33\"\n",
+            3,
+        ),
+        ("bad-enum.toml", "[[uplink]]\nipv4_check = \"maybe\"\n", 2),
+    ];
+    let good = topo.dir.join("good.toml");
+    std::fs::write(&good, "[[uplink]]\nmatch = \"up*\"\nroute_metric = 2048\n").unwrap();
+    let out = topo
+        .autoclat_timeout(&["check-config", good.to_str().unwrap()], WAIT)
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "good config refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let before = topo.snapshot(Ns::Client);
+    for (name, text, line) in cases {
+        let path = topo.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_str().unwrap();
+        let out = topo
+            .autoclat_timeout(&["check-config", p], WAIT)
+            .unwrap_or_else(|| panic!("check-config {name} hung"));
+        let text_out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "check-config {name}: {text_out}"
+        );
+        let loc = format!("{p}:{line}:");
+        let at = text_out
+            .find(&loc)
+            .unwrap_or_else(|| panic!("{name}: no {loc}COL in {text_out}"));
+        let col = &text_out[at + loc.len()..];
+        assert!(
+            col.chars().next().is_some_and(|c| c.is_ascii_digit()),
+            "{name}: no column after {loc} in {text_out}"
+        );
+
+        let out = topo
+            .autoclat_timeout(&["run", "--config", p], WAIT)
+            .unwrap_or_else(|| panic!("run with {name} did not exit"));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "run with {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_same_snapshot(&before, &topo.snapshot(Ns::Client), "after refused configs");
+    assert!(
+        topo.ns_pids(Ns::Client).is_empty(),
+        "run with a bad config left a process"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic through the real translator (`clatd` built beside autoclat). These need the real
+// clatd and fail until it translates.
+
+const REAL_CLATD: &str = "[daemon]\nclatd_path = \"\"\n";
+
+#[test]
+fn ping_udp_and_tcp_through_the_clat() {
+    if skip_unless_root("ping_udp_and_tcp_through_the_clat") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat(REAL_CLATD);
+    d.wait_state("up0", "running");
+    let server = IpAddr::V4(SERVER4);
+    assert!(
+        wait_until(WAIT, || ping(&topo.cli, server, Duration::from_secs(1))),
+        "no ping reply from {server} through the CLAT"
+    );
+    let echo = wait_for(WAIT, "UDP echo through the CLAT", || {
+        udp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            b"udp via clat".to_vec(),
+            Duration::from_secs(1),
+        )
+        .ok()
+    });
+    assert_eq!(echo, b"udp via clat");
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let echo = wait_for(WAIT, "TCP echo through the CLAT", || {
+        tcp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            payload.clone(),
+            Duration::from_secs(5),
+        )
+        .ok()
+    });
+    assert_eq!(echo, payload);
+}
+
+/// PMTU through the CLAT: with a 1280-byte IPv4 link between the NAT64 and server4, a large
+/// DF datagram from the client draws "fragmentation needed" (translated by tayga to a Packet
+/// Too Big and back by the CLAT), the client's path MTU drops, and bulk TCP still gets through.
+#[test]
+fn pmtu_through_the_clat() {
+    if skip_unless_root("pmtu_through_the_clat") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat(REAL_CLATD);
+    let u = d.wait_state("up0", "running");
+    let iface = u["v4_iface"].as_str().unwrap().to_owned();
+    let clat_mtu = topo.link(Ns::Client, &iface).unwrap()["mtu"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(clat_mtu, 1500 - 28, "v4- MTU is the uplink's minus 28");
+    topo.exec_ok(Ns::Router, &["ip", "link", "set", "v4srv", "mtu", "1280"]);
+    topo.exec_ok(Ns::Server, &["ip", "link", "set", "eth0", "mtu", "1280"]);
+    let dst = std::net::SocketAddrV4::new(SERVER4, 7);
+    let mut last = 0;
+    let lowered = wait_until(WAIT, || {
+        last = udp_path_mtu(&topo.cli, dst, 1400).unwrap_or(0);
+        last > 0 && last <= 1280
+    });
+    assert!(
+        lowered,
+        "path MTU to {SERVER4} through the CLAT stayed at {last}"
+    );
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let echo = wait_for(WAIT, "bulk TCP echo over the 1280-byte path", || {
+        tcp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            payload.clone(),
+            Duration::from_secs(5),
+        )
+        .ok()
+    });
+    assert_eq!(echo, payload);
+}
