@@ -53,10 +53,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// The first line of clap's rendered error, without its `error: ` prefix.
+/// Clap's rendered error as one line: the paragraph before the usage, without `error: `.
 fn one_line(rendered: &str) -> String {
-    let first = rendered.lines().next().unwrap_or("bad usage");
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
+    let joined = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
 }
 
 /// Take ownership of an inherited descriptor after checking it is open.
