@@ -260,8 +260,8 @@ fn filter_fits_the_kernel_limits() {
         for (i, insn) in f.iter().enumerate() {
             let class = u32::from(insn.code) & 0x07;
             if class == libc::BPF_JMP {
-                assert!(i + 1 + insn.jt as usize + 1 <= f.len());
-                assert!(i + 1 + insn.jf as usize + 1 <= f.len());
+                assert!(i + 1 + (insn.jt as usize) < f.len());
+                assert!(i + 1 + (insn.jf as usize) < f.len());
             }
         }
         assert_eq!(u32::from(f.last().unwrap().code) & 0x07, libc::BPF_RET);
