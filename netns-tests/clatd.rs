@@ -452,11 +452,9 @@ fn server_in<S: Send + 'static>(
     let path = format!("/var/run/netns/{ns}");
     thread::spawn(move || {
         let nsf = File::open(&path).unwrap();
-        // SAFETY: setns affects only this thread.
-        assert_eq!(
-            unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        // SAFETY: setns on an open namespace descriptor affects only this thread.
+        let rc = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0);
         let (s, port) = bind();
         tx.send(port).unwrap();
         serve(s);
