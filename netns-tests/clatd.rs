@@ -565,18 +565,27 @@ fn run_clatd_once(t: &Topology, rx: &OwnedFd, tx: &OwnedFd) -> (Option<i32>, Str
     )
 }
 
-/// In a forked child: dup2 each `(from, to)` (clearing close-on-exec) and enter namespace
-/// `ns_fd`. Async-signal-safe.
+/// In a forked child: enter namespace `ns_fd`, then place each `from` descriptor on its `to`
+/// number (without close-on-exec). Every source is first copied above all targets, so that
+/// no `dup2` overwrites a descriptor still to be placed. Async-signal-safe, no allocation.
 fn pass_fds_and_enter(fds: &[(RawFd, RawFd)], ns_fd: RawFd) -> std::io::Result<()> {
-    for &(from, to) in fds {
-        // SAFETY: plain system calls on descriptor numbers.
-        if unsafe { libc::dup2(from, to) < 0 || libc::fcntl(to, libc::F_SETFD, 0) < 0 } {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
     // SAFETY: plain system call on an open namespace descriptor.
     if unsafe { libc::setns(ns_fd, libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    let mut high = [-1; 8];
+    for (i, &(from, _)) in fds.iter().enumerate().take(high.len()) {
+        // SAFETY: plain system call on a descriptor number.
+        high[i] = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 100) };
+        if high[i] < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (i, &(_, to)) in fds.iter().enumerate().take(high.len()) {
+        // SAFETY: plain system call; dup2 leaves close-on-exec clear on `to`.
+        if unsafe { libc::dup2(high[i], to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! pure [`crate::xlat::Translator`].
 
 pub mod args;
+pub mod csum;
 pub mod filter;
 pub mod run;
 pub mod sockets;

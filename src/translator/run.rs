@@ -14,12 +14,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::csum::complete_ipv6_checksum;
+use super::sockets::enable_auxdata;
 use crate::xlat::{Counters, PacketBatch, Translator};
 
 /// Packets read per system call (receive socket) or per round (tun).
 pub const BATCH: usize = 32;
 /// Room for one received packet: a GRO-merged IPv6 packet can reach 64 KiB.
 pub const SLOT: usize = 65536;
+/// Control buffer per received packet, in u64 words (CMSG_SPACE of a tpacket_auxdata is 40).
+const CMSG_WORDS: usize = 8;
 /// How long a full send queue may hold the loop before packets are dropped.
 const SEND_WAIT_MS: i32 = 10;
 
@@ -112,6 +116,8 @@ pub struct IoLoop {
     rx_buf: Vec<u8>,
     rx_iov: Vec<libc::iovec>,
     rx_hdr: Vec<libc::mmsghdr>,
+    /// Per slot: room for the `PACKET_AUXDATA` control message (u64 for alignment).
+    rx_cmsg: Vec<u64>,
     /// One tun read at a time.
     tun_buf: Vec<u8>,
     to_v6: PacketBatch,
@@ -142,6 +148,7 @@ impl IoLoop {
             rx_buf: vec![0; BATCH * SLOT],
             rx_iov: Vec::with_capacity(BATCH),
             rx_hdr: Vec::with_capacity(BATCH),
+            rx_cmsg: vec![0; BATCH * CMSG_WORDS],
             tun_buf: vec![0; SLOT],
             to_v6: PacketBatch::with_capacity(BATCH * 2048),
             to_v4: PacketBatch::with_capacity(BATCH * 2048),
@@ -189,6 +196,14 @@ impl IoLoop {
     /// Run until SIGTERM/SIGINT arrives on `signals` or a fatal error occurs. SIGUSR1 logs the
     /// counters.
     pub fn run(&mut self, fds: Fds<'_>, signals: &SignalFd) -> Result<Exit, RunError> {
+        // Needed to see which received packets carry only a partial checksum.
+        enable_auxdata(fds.rx).map_err(|e| match e {
+            super::SocketError::Sys { what, source } => RunError::Sys { what, source },
+            other => RunError::Sys {
+                what: "PACKET_AUXDATA",
+                source: io::Error::other(other.to_string()),
+            },
+        })?;
         let mut more = false;
         loop {
             let mut pfd = [
@@ -250,16 +265,22 @@ impl IoLoop {
                 iov_len: SLOT,
             });
         }
-        for iov in self.rx_iov.iter_mut() {
-            // SAFETY: mmsghdr is plain old data; all-zero is valid (no name, no control).
+        for (iov, cmsg) in self
+            .rx_iov
+            .iter_mut()
+            .zip(self.rx_cmsg.chunks_exact_mut(CMSG_WORDS))
+        {
+            // SAFETY: mmsghdr is plain old data; all-zero is valid (no name).
             let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CMSG_WORDS * 8;
             self.rx_hdr.push(h);
         }
         // SAFETY: `rx_hdr` holds BATCH headers, each pointing at one iovec in `rx_iov` that
-        // describes a distinct SLOT-byte region of `rx_buf`; all stay alive and unmoved for
-        // the call.
+        // describes a distinct SLOT-byte region of `rx_buf`, and at a distinct control region
+        // of `rx_cmsg`; all stay alive and unmoved for the call.
         let n = unsafe {
             libc::recvmmsg(
                 fds.rx.as_raw_fd(),
@@ -296,7 +317,11 @@ impl IoLoop {
             }
             self.io.rx_packets += 1;
             self.io.rx_bytes += len as u64;
-            let pkt = &self.rx_buf[i * SLOT..i * SLOT + len];
+            let pkt = &mut self.rx_buf[i * SLOT..i * SLOT + len];
+            if checksum_not_ready(&h.msg_hdr) {
+                complete_ipv6_checksum(pkt);
+            }
+            let pkt = &*pkt;
             self.translator
                 .ipv6_to_ipv4(pkt, &mut self.to_v4, &mut self.to_v6);
         }
@@ -455,6 +480,30 @@ impl IoLoop {
     pub fn translator(&self) -> &Translator {
         &self.translator
     }
+}
+
+/// Whether the `PACKET_AUXDATA` control message of a received packet says its transport
+/// checksum is only partial.
+fn checksum_not_ready(msg: &libc::msghdr) -> bool {
+    // SAFETY: `msg` was filled by recvmmsg: msg_control/msg_controllen describe the control
+    // messages the kernel wrote into our buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET
+                && (*c).cmsg_type == libc::PACKET_AUXDATA
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux = libc::CMSG_DATA(c)
+                    .cast::<libc::tpacket_auxdata>()
+                    .read_unaligned();
+                return aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0;
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    false
 }
 
 fn pollfd(fd: RawFd) -> libc::pollfd {

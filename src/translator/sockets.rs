@@ -114,6 +114,8 @@ pub fn open_rx(
         &one,
     );
 
+    enable_auxdata(fd.as_fd())?;
+
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
@@ -137,6 +139,15 @@ pub fn open_rx(
         });
     }
     Ok(fd)
+}
+
+/// Ask for `PACKET_AUXDATA` control messages, which say whether a packet's checksum is only
+/// partial (`TP_STATUS_CSUMNOTREADY`). The I/O loop needs them; setting them needs no
+/// privileges, so `clatd` does it on an inherited socket too.
+pub fn enable_auxdata(fd: BorrowedFd<'_>) -> Result<(), SocketError> {
+    let one: c_int = 1;
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, &one)
+        .map_err(sys("setsockopt(PACKET_AUXDATA)"))
 }
 
 /// Replace the classic BPF filter of `fd` (the supervisor does this on its copy of the receive
