@@ -28,7 +28,6 @@ const CLAT_V4: &str = "192.0.0.4";
 const CLAT_V6: &str = "2001:db8:1::c1a7";
 const PREFIX: &str = "2001:db8:64::/96";
 const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-const SERVER_V6: &str = "2001:db8:64::c633:640a";
 /// The descriptor number clatd gets its tun on.
 const CHILD_TUN_FD: RawFd = 10;
 const CHILD_RX_FD: RawFd = 11;
@@ -92,6 +91,9 @@ struct Topology {
     uplink: String,
     tun_name: String,
     ifindex: u32,
+    prefix: Nat64Prefix,
+    /// The server's IPv4 address embedded in `prefix` (RFC 6052).
+    server_v6: Ipv6Addr,
     tun: Option<OwnedFd>,
     child: Option<Child>,
     logs: Option<mpsc::Receiver<String>>,
@@ -111,7 +113,8 @@ impl Drop for Topology {
 }
 
 impl Topology {
-    fn new() -> Self {
+    fn new(prefix: &str) -> Self {
+        let prefix: Nat64Prefix = prefix.parse().unwrap();
         let r = random_tag();
         let mut t = Topology {
             client: format!("t5-{r}"),
@@ -119,6 +122,8 @@ impl Topology {
             uplink: format!("t5c{r}"),
             tun_name: format!("t5x{r}"),
             ifindex: 0,
+            prefix,
+            server_v6: prefix.embed(SERVER_V4),
             tun: None,
             child: None,
             logs: None,
@@ -173,7 +178,7 @@ impl Topology {
             &p,
             "addr",
             "add",
-            &format!("{SERVER_V6}/128"),
+            &format!("{}/128", t.server_v6),
             "dev",
             "lo",
             "nodad",
@@ -187,7 +192,7 @@ impl Topology {
             "-6",
             "route",
             "add",
-            PREFIX,
+            &t.prefix.to_string(),
             "via",
             "2001:db8:1::2",
             "dev",
@@ -258,7 +263,7 @@ impl Topology {
             "-i",
             &self.uplink,
             "-p",
-            PREFIX,
+            &self.prefix.to_string(),
             "-4",
             CLAT_V4,
             "-6",
@@ -463,11 +468,11 @@ fn server_in<S: Send + 'static>(
 }
 
 /// A UDP echo server on the peer's server address; returns its port.
-fn udp_echo_server(ns: &str) -> u16 {
+fn udp_echo_server(ns: &str, addr: Ipv6Addr) -> u16 {
     server_in(
         ns,
-        || {
-            let s = UdpSocket::bind((SERVER_V6.parse::<Ipv6Addr>().unwrap(), 0)).unwrap();
+        move || {
+            let s = UdpSocket::bind((addr, 0)).unwrap();
             let port = s.local_addr().unwrap().port();
             (s, port)
         },
@@ -481,11 +486,11 @@ fn udp_echo_server(ns: &str) -> u16 {
 }
 
 /// A TCP echo server on the peer's server address; returns its port.
-fn tcp_echo_server(ns: &str) -> u16 {
+fn tcp_echo_server(ns: &str, addr: Ipv6Addr) -> u16 {
     server_in(
         ns,
-        || {
-            let l = TcpListener::bind((SERVER_V6.parse::<Ipv6Addr>().unwrap(), 0)).unwrap();
+        move || {
+            let l = TcpListener::bind((addr, 0)).unwrap();
             let port = l.local_addr().unwrap().port();
             (l, port)
         },
@@ -550,7 +555,19 @@ fn run_clatd_once(t: &Topology, rx: &OwnedFd, tx: &OwnedFd) -> (Option<i32>, Str
     ];
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clatd"));
     cmd.args([
-        "-i", &t.uplink, "-p", PREFIX, "-4", CLAT_V4, "-6", CLAT_V6, "-t", "10", "-r", "11", "-w",
+        "-i",
+        &t.uplink,
+        "-p",
+        &t.prefix.to_string(),
+        "-4",
+        CLAT_V4,
+        "-6",
+        CLAT_V6,
+        "-t",
+        "10",
+        "-r",
+        "11",
+        "-w",
         "12",
     ]);
     let ns_raw = nsf.as_raw_fd();
@@ -593,14 +610,14 @@ fn pass_fds_and_enter(fds: &[(RawFd, RawFd)], ns_fd: RawFd) -> std::io::Result<(
 #[test]
 fn ping_udp_tcp_through_clatd_with_its_own_sockets_then_sigterm() {
     require_root!();
-    let mut t = Topology::new();
+    let mut t = Topology::new(PREFIX);
     t.spawn_clatd(None, &[]);
     let client = t.client.clone();
 
     assert_eq!(ping4(&client, SERVER_V4, 3, 56), 3, "ping through clatd");
-    let port = udp_echo_server(&t.peer);
+    let port = udp_echo_server(&t.peer, t.server_v6);
     assert!(udp_roundtrip(&client, port, b"hello through the CLAT"));
-    let port = tcp_echo_server(&t.peer);
+    let port = tcp_echo_server(&t.peer, t.server_v6);
     tcp_roundtrip(&client, port, 1 << 20);
 
     let (status, logs) = t.stop_clatd();
@@ -617,7 +634,7 @@ fn ping_udp_tcp_through_clatd_with_its_own_sockets_then_sigterm() {
 #[test]
 fn inherited_sockets_and_the_fast_path_filter() {
     require_root!();
-    let mut t = Topology::new();
+    let mut t = Topology::new(PREFIX);
     let (rx, tx) = t.open_sockets();
     // The supervisor keeps a copy of the receive socket to change its filter later.
     let rx_copy = rx.try_clone().unwrap();
@@ -625,13 +642,12 @@ fn inherited_sockets_and_the_fast_path_filter() {
     let client = t.client.clone();
 
     assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
-    let port = udp_echo_server(&t.peer);
+    let port = udp_echo_server(&t.peer, t.server_v6);
     assert!(udp_roundtrip(&client, port, b"before the fast path"));
 
     // Fast path "on": UDP with a checksum from the prefix is now the kernel's job, so clatd
     // no longer sees the echo (nothing else translates it here); ICMP still goes to clatd.
-    let prefix: Nat64Prefix = PREFIX.parse().unwrap();
-    let ex = FastPathExclusion { prefix };
+    let ex = FastPathExclusion { prefix: t.prefix };
     let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
     set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, Some(&ex))).unwrap();
     assert!(!udp_roundtrip(&client, port, b"excluded"));
@@ -648,7 +664,7 @@ fn inherited_sockets_and_the_fast_path_filter() {
 #[test]
 fn sigterm_exits_0_and_wrong_descriptors_exit_1() {
     require_root!();
-    let mut t = Topology::new();
+    let mut t = Topology::new(PREFIX);
     t.spawn_clatd(None, &[]);
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
@@ -668,4 +684,19 @@ fn sigterm_exits_0_and_wrong_descriptors_exit_1() {
     let (code, err) = run_clatd_once(&t, &rx, &rx.try_clone().unwrap());
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("-w 12: not a raw IPv6 socket"), "{err}");
+}
+
+#[test]
+fn ping_and_tcp_with_a_40_bit_prefix() {
+    require_root!();
+    let mut t = Topology::new("2001:db8:100::/40");
+    t.spawn_clatd(None, &[]);
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 1000), 2);
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"forty bits"));
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 256 << 10);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
 }
