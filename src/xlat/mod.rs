@@ -1,11 +1,42 @@
 //! The pure RFC 7915 translation core (no I/O).
 //!
-//! SCAFFOLD: the signatures below are the contract between the translator core and its users
-//! (the `clatd` I/O loop, tests, benches). The bodies are being written on the `xlat` branch.
+//! A [`Translator`] translates between one CLAT's IPv4 address and its IPv6 address, with the
+//! far side addressed through a NAT64 prefix (RFC 6052). It is stateless (RFC 7915 §1.3): every
+//! packet is translated on its own, fragments included. It writes its output straight into
+//! reusable [`PacketBatch`]es and allocates nothing per packet once the batches have grown.
+//!
+//! What it translates (RFC 7915 section numbers in the submodules):
+//! - IPv4 from `cfg.v4` to any unicast IPv4 → IPv6 from `cfg.v6` to `prefix.embed(dst)`;
+//! - IPv6 to `cfg.v6` from inside the prefix → IPv4 to `cfg.v4` from `prefix.extract(src)`;
+//! - TCP and UDP (checksums updated incrementally, RFC 1624; zero-checksum UDP from IPv4 gets a
+//!   computed checksum), ICMP echo ↔ ICMPv6 echo, ICMP errors ↔ ICMPv6 errors with the packet
+//!   inside translated, fragments both ways, fragmentation of DF-clear IPv4 packets that do not
+//!   fit `cfg.mtu6`; other upper-layer protocols are carried unchanged.
+//!
+//! The caller must send whatever both batches hold after every call, whatever the verdict: a
+//! dropped packet may have produced an ICMP error for its sender.
+
+mod checksum;
+mod icmp;
+mod offload;
+mod v4_to_v6;
+mod v6_to_v4;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::discovery::Nat64Prefix;
+
+pub use offload::VnetHdr;
+
+/// The IPv4 "dummy" address of RFC 7600, the source of ICMPv4 errors the translator makes up
+/// itself and of translated ICMPv6 errors whose IPv6 source has no IPv4 form.
+pub const IPV4_DUMMY: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
+
+/// The minimum IPv6 MTU (RFC 8200 §5).
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// The smallest IPv4 MTU reported in a translated Packet Too Big (1280 − 20, RFC 7915 §5.2).
+pub const IPV4_MIN_PTB_MTU: u32 = 1260;
 
 /// What one translator instance translates between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,11 +48,15 @@ pub struct XlatConfig {
     /// The NAT64 prefix (PLAT side).
     pub prefix: Nat64Prefix,
     /// The uplink's MTU: IPv6 packets longer than this are fragmented (or refused with an ICMP
-    /// error when the IPv4 packet has DF set).
+    /// error when the IPv4 packet has DF set). Values below 1280 are treated as 1280.
     pub mtu6: u32,
 }
 
 /// Packets produced by one translation step, in one reusable buffer.
+///
+/// The buffer only ever grows; [`clear`](Self::clear) keeps both its memory and its
+/// initialised length, so writing a packet with [`push_with`](Self::push_with) costs neither an
+/// allocation nor a memset once the batch has warmed up.
 #[derive(Debug, Default)]
 pub struct PacketBatch {
     buf: Vec<u8>,
@@ -38,7 +73,6 @@ impl PacketBatch {
     }
     /// Forget all packets, keep the memory.
     pub fn clear(&mut self) {
-        self.buf.clear();
         self.ends.clear();
     }
     /// Number of packets.
@@ -49,10 +83,39 @@ impl PacketBatch {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+    /// Bytes used by the packets.
+    pub fn bytes(&self) -> usize {
+        self.used()
+    }
+    fn used(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
     /// Append one packet.
     pub fn push(&mut self, pkt: &[u8]) {
-        self.buf.extend_from_slice(pkt);
-        self.ends.push(self.buf.len());
+        self.push_with(pkt.len(), |b| {
+            b.copy_from_slice(pkt);
+            pkt.len()
+        });
+    }
+    /// Append one packet written in place: `write` gets `max` bytes (holding stale data, which
+    /// it must overwrite) and returns how many it used; 0 appends nothing. Returns that count.
+    pub fn push_with(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        let start = self.used();
+        let end = start + max;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        let n = write(&mut self.buf[start..end]).min(max);
+        if n > 0 {
+            self.ends.push(start + n);
+        }
+        n
+    }
+    /// The `i`th packet.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.buf[start..end])
     }
     /// The packets, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
@@ -68,9 +131,22 @@ impl PacketBatch {
 /// Why a packet was not translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
+    /// Truncated, inconsistent lengths, a bad IPv4 header checksum, or a bad ICMP checksum on
+    /// a message the translator must rewrite entirely.
     Malformed,
+    /// Not between the CLAT's addresses and the NAT64 prefix (the CLAT is no open relay).
     NotOurs,
+    /// Valid but not translatable: RFC 7915 says drop (ICMP types without a counterpart,
+    /// fragmented ICMP, fragmented zero-checksum UDP, unknown extension headers, jumbograms).
     Unsupported,
+    /// DF set and too big for the uplink MTU: an ICMPv4 Fragmentation Needed was generated.
+    TooBig,
+    /// An unexpired IPv4 source route option: an ICMPv4 Source Route Failed was generated.
+    SourceRoute,
+    /// A routing header with segments left: an ICMPv6 Parameter Problem was generated.
+    RoutingHeader,
+    /// TTL or hop limit zero: an ICMP Time Exceeded was generated.
+    TtlExceeded,
 }
 
 /// The result of one translation step.
@@ -85,11 +161,26 @@ pub enum Verdict {
 /// Packet and byte counters of one translator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
+    /// IPv4 packets translated to IPv6 (input packets).
     pub v4_to_v6_packets: u64,
+    /// Bytes of those IPv4 packets.
     pub v4_to_v6_bytes: u64,
+    /// IPv6 packets translated to IPv4 (input packets).
     pub v6_to_v4_packets: u64,
+    /// Bytes of those IPv6 packets.
     pub v6_to_v4_bytes: u64,
+    /// Packets dropped, all reasons.
     pub dropped: u64,
+    /// Of which: not between our addresses and the prefix.
+    pub dropped_not_ours: u64,
+    /// Of which: malformed.
+    pub dropped_malformed: u64,
+    /// Of which: unsupported, too big, source-routed, TTL exceeded.
+    pub dropped_other: u64,
+    /// IPv6 fragments made from IPv4 packets larger than the uplink MTU.
+    pub fragments_made: u64,
+    /// ICMP and ICMPv6 errors the translator generated itself.
+    pub icmp_errors_sent: u64,
 }
 
 /// A stateless translator for one CLAT.
@@ -97,42 +188,263 @@ pub struct Counters {
 pub struct Translator {
     cfg: XlatConfig,
     counters: Counters,
+    /// Running sums of the CLAT addresses, for incremental checksum updates.
+    sum_v4: u64,
+    sum_v6: u64,
+    /// The IPv4 Identification of the next DF-clear packet made from IPv6 (RFC 6864).
+    next_id: u16,
 }
 
 impl Translator {
+    /// A translator for `cfg`.
     pub fn new(cfg: XlatConfig) -> Self {
         Self {
             cfg,
             counters: Counters::default(),
+            sum_v4: checksum::sum_v4(cfg.v4),
+            sum_v6: checksum::sum_v6(cfg.v6),
+            next_id: 1,
         }
     }
+    /// The configuration.
     pub fn config(&self) -> &XlatConfig {
         &self.cfg
     }
+    /// The counters so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
+    /// The uplink MTU in use (at least 1280, at most 65535 + 40).
+    fn mtu6(&self) -> usize {
+        self.cfg.mtu6.clamp(IPV6_MIN_MTU, 65535 + 40) as usize
+    }
     /// An IPv4 packet read from the tun: IPv6 packets for the uplink go to `to_v6` (several
     /// when fragmented); ICMPv4 errors generated for the host (e.g. Fragmentation Needed) go to
-    /// `to_v4`.
+    /// `to_v4`. Output is appended; the batches are not cleared.
     pub fn ipv4_to_ipv6(
         &mut self,
-        _pkt: &[u8],
-        _to_v6: &mut PacketBatch,
-        _to_v4: &mut PacketBatch,
+        pkt: &[u8],
+        to_v6: &mut PacketBatch,
+        to_v4: &mut PacketBatch,
     ) -> Verdict {
-        self.counters.dropped += 1;
-        Verdict::Dropped(DropReason::Unsupported)
+        let v = self.v4_to_v6(pkt, to_v6, to_v4, None);
+        self.count(v, pkt.len(), true);
+        v
     }
     /// An IPv6 packet received on the uplink: IPv4 packets for the tun go to `to_v4`;
-    /// ICMPv6 errors generated for the network go to `to_v6`.
+    /// ICMPv6 errors generated for the network go to `to_v6`. Output is appended; the batches
+    /// are not cleared.
     pub fn ipv6_to_ipv4(
         &mut self,
-        _pkt: &[u8],
-        _to_v4: &mut PacketBatch,
-        _to_v6: &mut PacketBatch,
+        pkt: &[u8],
+        to_v4: &mut PacketBatch,
+        to_v6: &mut PacketBatch,
     ) -> Verdict {
-        self.counters.dropped += 1;
-        Verdict::Dropped(DropReason::Unsupported)
+        let v = self.v6_to_v4(pkt, to_v4, to_v6, None);
+        self.count(v, pkt.len(), false);
+        v
+    }
+
+    fn count(&mut self, v: Verdict, bytes: usize, v4_to_v6: bool) {
+        let c = &mut self.counters;
+        match v {
+            Verdict::Translated if v4_to_v6 => {
+                c.v4_to_v6_packets += 1;
+                c.v4_to_v6_bytes += bytes as u64;
+            }
+            Verdict::Translated => {
+                c.v6_to_v4_packets += 1;
+                c.v6_to_v4_bytes += bytes as u64;
+            }
+            Verdict::Dropped(r) => {
+                c.dropped += 1;
+                match r {
+                    DropReason::NotOurs => c.dropped_not_ours += 1,
+                    DropReason::Malformed => c.dropped_malformed += 1,
+                    _ => c.dropped_other += 1,
+                }
+            }
+        }
+    }
+
+    /// The IPv6 form of an IPv4 address seen in a packet: ours maps to ours, any other to its
+    /// embedding under the prefix.
+    fn map4(&self, a: Ipv4Addr) -> Ipv6Addr {
+        if a == self.cfg.v4 {
+            self.cfg.v6
+        } else {
+            self.cfg.prefix.embed(a)
+        }
+    }
+
+    /// The IPv4 form of an IPv6 address seen in a packet, if it has one.
+    fn map6(&self, a: Ipv6Addr) -> Option<Ipv4Addr> {
+        if a == self.cfg.v6 {
+            Some(self.cfg.v4)
+        } else {
+            self.cfg
+                .prefix
+                .extract(a)
+                .filter(|&v4| is_remote_unicast(v4, self.cfg.v4))
+        }
+    }
+}
+
+/// Whether `a` can be a far-side unicast IPv4 address: not unspecified, loopback, multicast,
+/// broadcast, class E, or the CLAT's own address.
+fn is_remote_unicast(a: Ipv4Addr, ours: Ipv4Addr) -> bool {
+    let o = a.octets();
+    a != ours && o[0] != 0 && o[0] != 127 && o[0] < 224
+}
+
+/// Reads a big-endian u16 at `at` (the caller has checked the length).
+#[inline]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Reads a big-endian u32 at `at` (the caller has checked the length).
+#[inline]
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn v4_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(o)
+}
+
+/// Writes a 40-byte IPv6 header (flow label zero).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn write_ipv6_header(
+    out: &mut [u8],
+    tc: u8,
+    payload_len: u16,
+    next: u8,
+    hop: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) {
+    out[0] = 0x60 | (tc >> 4);
+    out[1] = tc << 4;
+    out[2] = 0;
+    out[3] = 0;
+    out[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    out[6] = next;
+    out[7] = hop;
+    out[8..24].copy_from_slice(&src.octets());
+    out[24..40].copy_from_slice(&dst.octets());
+}
+
+/// Writes an 8-byte IPv6 Fragment header; `offset` in bytes (a multiple of 8).
+#[inline]
+fn write_fragment_header(out: &mut [u8], next: u8, offset: usize, more: bool, id: u32) {
+    out[0] = next;
+    out[1] = 0;
+    let field = ((offset as u16) & 0xfff8) | u16::from(more);
+    out[2..4].copy_from_slice(&field.to_be_bytes());
+    out[4..8].copy_from_slice(&id.to_be_bytes());
+}
+
+/// The fields of an IPv4 header the writer needs.
+#[derive(Debug, Clone, Copy)]
+struct V4Fields {
+    tos: u8,
+    total_len: u16,
+    id: u16,
+    df: bool,
+    mf: bool,
+    /// In bytes (a multiple of 8).
+    offset: usize,
+    ttl: u8,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+/// Writes a 20-byte IPv4 header with its checksum.
+#[inline]
+fn write_ipv4_header(out: &mut [u8], f: &V4Fields) {
+    out[0] = 0x45;
+    out[1] = f.tos;
+    out[2..4].copy_from_slice(&f.total_len.to_be_bytes());
+    out[4..6].copy_from_slice(&f.id.to_be_bytes());
+    let flags =
+        (u16::from(f.df) << 14) | (u16::from(f.mf) << 13) | ((f.offset as u16 >> 3) & 0x1fff);
+    out[6..8].copy_from_slice(&flags.to_be_bytes());
+    out[8] = f.ttl;
+    out[9] = f.proto;
+    out[10] = 0;
+    out[11] = 0;
+    out[12..16].copy_from_slice(&f.src.octets());
+    out[16..20].copy_from_slice(&f.dst.octets());
+    let c = checksum::finish(checksum::add(0, &out[..20]));
+    out[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Offload state passed through one translation: what the virtio header said, and where the
+/// L4 header ended up.
+#[derive(Debug, Clone, Copy, Default)]
+struct Offload {
+    /// The L4 checksum field holds only the pseudo-header sum (NEEDS_CSUM).
+    partial: bool,
+    /// A GSO packet: segmented later, never fragmented here.
+    gso: bool,
+    csum_start: usize,
+    csum_offset: usize,
+    /// The L4 protocol the GSO type requires (0: any).
+    want_proto: u8,
+    /// Out: offset of the L4 header in the input and in the output.
+    l4_start_in: usize,
+    l4_start_out: usize,
+    /// Out: the output's checksum field is still partial.
+    partial_kept: bool,
+}
+
+/// Up to four bytes to overwrite in a payload while it is copied (an L4 checksum, or the
+/// ICMP type, code and checksum).
+#[derive(Debug, Clone, Copy, Default)]
+struct Patch {
+    at: usize,
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl Patch {
+    fn none() -> Self {
+        Self::default()
+    }
+    fn csum(at: usize, c: u16) -> Self {
+        let b = c.to_be_bytes();
+        Self {
+            at,
+            bytes: [b[0], b[1], 0, 0],
+            len: 2,
+        }
+    }
+    fn icmp(typ: u8, code: u8, c: u16) -> Self {
+        let b = c.to_be_bytes();
+        Self {
+            at: 0,
+            bytes: [typ, code, b[0], b[1]],
+            len: 4,
+        }
+    }
+    /// Copies `src`, the payload bytes `[from, from + src.len())`, to `out`, applying the patch.
+    #[inline]
+    fn copy(&self, out: &mut [u8], src: &[u8], from: usize) {
+        out[..src.len()].copy_from_slice(src);
+        for i in 0..self.len {
+            let k = self.at + i;
+            if k >= from && k < from + src.len() {
+                out[k - from] = self.bytes[i];
+            }
+        }
     }
 }
