@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 
 use autoclat::translator::run::signal_fd;
-use autoclat::translator::sockets::socket_kind;
+use autoclat::translator::sockets::{bind_tx_source, socket_kind};
 use autoclat::translator::tun::{is_open, set_cloexec, set_nonblocking};
 use autoclat::translator::{check_tun, open_rx, open_tx, ClatdArgs, Exit, Fds, IoLoop};
 use autoclat::xlat::{Translator, XlatConfig};
@@ -153,6 +153,12 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         None => open_tx(ifindex, args.fwmark)
             .with_context(|| format!("send socket on {}", args.uplink))?,
     };
+
+    // Best effort: a socket the supervisor already bound (or a kernel without IPV6_FREEBIND)
+    // still works, only a little slower.
+    if let Err(e) = bind_tx_source(std::os::fd::AsFd::as_fd(&tx), args.v6) {
+        tracing::debug!("send socket keeps an unbound source: {e}");
+    }
 
     let cfg = XlatConfig {
         v4: args.v4,

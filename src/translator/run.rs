@@ -60,6 +60,8 @@ pub struct IoCounters {
     pub tx_packets: u64,
     /// IPv6 packets the kernel refused or that found the send queue full.
     pub tx_errors: u64,
+    /// Times the send queue was full and the loop waited for it to drain.
+    pub tx_waits: u64,
     /// IPv4 packets written to the tun.
     pub tun_write_packets: u64,
     /// IPv4 packets the tun refused.
@@ -177,7 +179,7 @@ impl IoLoop {
         let io = &self.io;
         format!(
             "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {}; \
-             rx {} (truncated {}), tun-in {}, tx {} (errors {}), tun-out {} (errors {})",
+             rx {} (truncated {}), tun-in {}, tx {} (errors {}, waits {}), tun-out {} (errors {})",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
@@ -188,6 +190,7 @@ impl IoLoop {
             io.tun_read_packets,
             io.tx_packets,
             io.tx_errors,
+            io.tx_waits,
             io.tun_write_packets,
             io.tun_write_errors,
         )
@@ -445,6 +448,7 @@ impl IoLoop {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) | Some(libc::ENOBUFS) if !waited => {
                         waited = true;
+                        self.io.tx_waits += 1;
                         wait_writable(tx);
                         continue;
                     }

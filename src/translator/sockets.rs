@@ -214,6 +214,36 @@ pub fn open_tx(ifindex: u32, fwmark: Option<u32>) -> Result<OwnedFd, SocketError
     Ok(fd)
 }
 
+/// Bind the send socket to the CLAT's IPv6 address (with `IPV6_FREEBIND`, since the address
+/// is not configured on the host). The packets carry their own source either way; a bound
+/// source spares the kernel a source-address selection for every packet sent, and lets
+/// source-based routing rules see the right address. Needs no privileges, so `clatd` does it
+/// on an inherited socket too.
+pub fn bind_tx_source(fd: BorrowedFd<'_>, source: Ipv6Addr) -> Result<(), SocketError> {
+    let one: c_int = 1;
+    setsockopt(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, &one)
+        .map_err(sys("setsockopt(IPV6_FREEBIND)"))?;
+    // SAFETY: sockaddr_in6 is plain old data; all-zero is valid.
+    let mut sa: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_addr.s6_addr = source.octets();
+    // SAFETY: `sa` is a valid sockaddr_in6 and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast::<libc::sockaddr>(),
+            mem::size_of::<libc::sockaddr_in6>() as socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(SocketError::Sys {
+            what: "bind(AF_INET6, SOCK_RAW)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 /// The socket domain (`SO_DOMAIN`) and type (`SO_TYPE`) of `fd`, to check descriptors handed
 /// over as `-r`/`-w`.
 pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(c_int, c_int)> {
