@@ -11,5 +11,6 @@ pub mod controller;
 pub mod daemon;
 pub mod discovery;
 pub mod policy;
+pub mod translator;
 pub mod watch;
 pub mod xlat;

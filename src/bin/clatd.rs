@@ -1,1 +1,218 @@
-fn main() {}
+//! `clatd`: the 464XLAT translator for one uplink, compatible with Android clatd's flags.
+//!
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD]`
+//!
+//! Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on bad flags. Every failure
+//! is one line on stderr.
+
+use std::io;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+
+use autoclat::translator::run::signal_fd;
+use autoclat::translator::sockets::{bind_tx_source, socket_kind};
+use autoclat::translator::tun::{is_open, set_cloexec, set_nonblocking};
+use autoclat::translator::{check_tun, open_rx, open_tx, ClatdArgs, Exit, Fds, IoLoop};
+use autoclat::xlat::{Translator, XlatConfig};
+
+fn main() -> ExitCode {
+    let args = match ClatdArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("clatd: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = args.validate() {
+        eprintln!("clatd: {e}");
+        return ExitCode::from(2);
+    }
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the whole cause chain joined.
+            eprintln!("clatd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Clap's rendered error as one line: the paragraph before the usage, without `error: `.
+fn one_line(rendered: &str) -> String {
+    let joined = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+/// Take ownership of an inherited descriptor after checking it is open.
+fn adopt(flag: char, fd: RawFd) -> anyhow::Result<OwnedFd> {
+    if !is_open(fd) {
+        bail!("-{flag} {fd}: not an open descriptor");
+    }
+    set_cloexec(fd).with_context(|| format!("-{flag} {fd}"))?;
+    set_nonblocking(fd).with_context(|| format!("-{flag} {fd}"))?;
+    // SAFETY: the number came from our command line as a descriptor handed to us, it is open,
+    // and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The uplink's MTU (SIOCGIFMTU needs no privileges).
+fn uplink_mtu(name: &str) -> io::Result<u32> {
+    // SAFETY: plain system call without pointers.
+    let s = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `s` was just returned by socket(2).
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `ifr`, which is live.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFMTU,
+            &mut ifr,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn run(args: &ClatdArgs) -> anyhow::Result<()> {
+    // Signals first, so a SIGTERM during start-up is not lost (it stays pending).
+    let signals = signal_fd().context("signals")?;
+
+    let tun_info = check_tun(args.tun_fd).map_err(|e| anyhow!("-t {}: {e}", args.tun_fd))?;
+    set_cloexec(args.tun_fd).with_context(|| format!("-t {}", args.tun_fd))?;
+    // SAFETY: check_tun established that the number is an open tun descriptor, handed to us.
+    let tun = unsafe { OwnedFd::from_raw_fd(args.tun_fd) };
+
+    let ifindex = nix::net::if_::if_nametoindex(args.uplink.as_str())
+        .map_err(|e| anyhow!("-i {}: {}", args.uplink, io::Error::from(e)))?;
+    let mtu6 = uplink_mtu(&args.uplink).map_err(|e| anyhow!("-i {}: MTU: {e}", args.uplink))?;
+
+    let rx = match args.rx_fd {
+        Some(fd) => {
+            let owned = adopt('r', fd)?;
+            check_kind(
+                'r',
+                &owned,
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM,
+                "a packet socket",
+            )?;
+            owned
+        }
+        None => open_rx(ifindex, args.v6, None)
+            .with_context(|| format!("receive socket on {}", args.uplink))?,
+    };
+    let tx = match args.tx_fd {
+        Some(fd) => {
+            let owned = adopt('w', fd)?;
+            check_kind(
+                'w',
+                &owned,
+                libc::AF_INET6,
+                libc::SOCK_RAW,
+                "a raw IPv6 socket",
+            )?;
+            owned
+        }
+        None => open_tx(ifindex, args.fwmark)
+            .with_context(|| format!("send socket on {}", args.uplink))?,
+    };
+
+    // Best effort: a socket the supervisor already bound (or a kernel without IPV6_FREEBIND)
+    // still works, only a little slower.
+    if let Err(e) = bind_tx_source(std::os::fd::AsFd::as_fd(&tx), args.v6) {
+        tracing::debug!("send socket keeps an unbound source: {e}");
+    }
+
+    let cfg = XlatConfig {
+        v4: args.v4,
+        v6: args.v6,
+        prefix: args.prefix,
+        mtu6,
+    };
+    tracing::info!(
+        "{}[{ifindex}] {} {} -> {} tun {} (fd {}), mtu {mtu6}{}{}{}",
+        args.uplink,
+        args.prefix,
+        args.v6,
+        args.v4,
+        tun_info.name,
+        args.tun_fd,
+        args.fwmark
+            .map(|m| format!(", mark {m:#x}"))
+            .unwrap_or_default(),
+        args.netid
+            .map(|n| format!(", netid {n}"))
+            .unwrap_or_default(),
+        if args.rx_fd.is_some() || args.tx_fd.is_some() {
+            ", inherited sockets"
+        } else {
+            ""
+        },
+    );
+
+    let mut io_loop = IoLoop::new(Translator::new(cfg));
+    let fds = Fds {
+        tun: std::os::fd::AsFd::as_fd(&tun),
+        rx: std::os::fd::AsFd::as_fd(&rx),
+        tx: std::os::fd::AsFd::as_fd(&tx),
+    };
+    let result = io_loop.run(fds, &signals);
+    match result {
+        Ok(Exit::Signal(sig)) => {
+            tracing::info!("{sig}: exiting; {}", io_loop.counters_line());
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!("{e}; {}", io_loop.counters_line());
+            Err(e.into())
+        }
+    }
+}
+
+/// Refuse an inherited socket of the wrong kind.
+fn check_kind(flag: char, fd: &OwnedFd, domain: i32, ty: i32, what: &str) -> anyhow::Result<()> {
+    let b: BorrowedFd<'_> = std::os::fd::AsFd::as_fd(fd);
+    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+    match socket_kind(b) {
+        Ok((d, t)) if d == domain && t == ty => Ok(()),
+        Ok(_) => bail!("-{flag} {raw}: not {what}"),
+        Err(e) => bail!("-{flag} {raw}: not {what} ({e})"),
+    }
+}

@@ -1,0 +1,702 @@
+//! `clatd` end to end in network namespaces (root only; skipped with a notice otherwise).
+//!
+//! ```text
+//!  [t5-R client]                                   [t5-Rp peer]
+//!   t5xR tun 192.0.0.4/29 ── clatd ── t5cR veth ─── t5pR veth 2001:db8:1::2/64
+//!   198.51.100.0/24 dev t5xR          2001:db8:1::1/64      2001:db8:64::c633:640a (the "server")
+//!   2001:db8:64::/96 via peer         CLAT 2001:db8:1::c1a7  static neighbour CLAT -> client MAC
+//! ```
+//! The peer owns `2001:db8:64::198.51.100.10` itself, so no NAT64 sits on the path: what comes
+//! back is exactly what clatd translated.
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use autoclat::discovery::Nat64Prefix;
+use autoclat::translator::{open_rx, open_tx, rx_filter, set_rx_filter, FastPathExclusion};
+
+const CLAT_V4: &str = "192.0.0.4";
+const CLAT_V6: &str = "2001:db8:1::c1a7";
+const PREFIX: &str = "2001:db8:64::/96";
+const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// The descriptor number clatd gets its tun on.
+const CHILD_TUN_FD: RawFd = 10;
+const CHILD_RX_FD: RawFd = 11;
+const CHILD_TX_FD: RawFd = 12;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespaces, tun)");
+            return;
+        }
+    };
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh_out(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn random_tag() -> String {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    uuid.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(6)
+        .collect()
+}
+
+/// Run `f` on a fresh thread that has entered namespace `ns` (only that thread moves).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || {
+        let nsf = File::open(&path).unwrap();
+        // SAFETY: setns on an open namespace descriptor affects only this thread.
+        let rc = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The two namespaces and everything in them; removed on drop, also when a test fails.
+struct Topology {
+    client: String,
+    peer: String,
+    uplink: String,
+    tun_name: String,
+    ifindex: u32,
+    prefix: Nat64Prefix,
+    /// The server's IPv4 address embedded in `prefix` (RFC 6052).
+    server_v6: Ipv6Addr,
+    tun: Option<OwnedFd>,
+    child: Option<Child>,
+    logs: Option<mpsc::Receiver<String>>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.tun = None;
+        for ns in [&self.client, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Topology {
+    fn new(prefix: &str) -> Self {
+        let prefix: Nat64Prefix = prefix.parse().unwrap();
+        let r = random_tag();
+        let mut t = Topology {
+            client: format!("t5-{r}"),
+            peer: format!("t5-{r}p"),
+            uplink: format!("t5c{r}"),
+            tun_name: format!("t5x{r}"),
+            ifindex: 0,
+            prefix,
+            server_v6: prefix.embed(SERVER_V4),
+            tun: None,
+            child: None,
+            logs: None,
+        };
+        let (c, p, up) = (t.client.clone(), t.peer.clone(), t.uplink.clone());
+        let peer_if = format!("t5p{r}");
+        sh(&["ip", "netns", "add", &c]);
+        sh(&["ip", "netns", "add", &p]);
+        for ns in [&c, &p] {
+            for key in ["default", "all"] {
+                sh(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{key}.accept_dad=0"),
+                ]);
+            }
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip", "link", "add", &up, "netns", &c, "type", "veth", "peer", "name", &peer_if,
+            "netns", &p,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            &up,
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &p,
+            "addr",
+            "add",
+            "2001:db8:1::2/64",
+            "dev",
+            &peer_if,
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &p,
+            "addr",
+            "add",
+            &format!("{}/128", t.server_v6),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", &c, "link", "set", &up, "up"]);
+        sh(&["ip", "-n", &p, "link", "set", &peer_if, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "-6",
+            "route",
+            "add",
+            &t.prefix.to_string(),
+            "via",
+            "2001:db8:1::2",
+            "dev",
+            &up,
+        ]);
+        // The peer reaches the CLAT address through a static neighbour entry: no ND needed.
+        let link = sh_out(&["ip", "-n", &c, "-br", "link", "show", &up]);
+        let mac = link.split_whitespace().nth(2).unwrap().to_string();
+        sh(&[
+            "ip",
+            "-n",
+            &p,
+            "-6",
+            "neigh",
+            "add",
+            CLAT_V6,
+            "lladdr",
+            &mac,
+            "dev",
+            &peer_if,
+            "nud",
+            "permanent",
+        ]);
+        let upc = up.clone();
+        t.ifindex = in_netns(&c, move || {
+            nix::net::if_::if_nametoindex(upc.as_str()).unwrap()
+        });
+
+        // The tun, created inside the client namespace, configured as the supervisor would.
+        let name = t.tun_name.clone();
+        t.tun = Some(in_netns(&c, move || create_tun(&name)));
+        let tn = t.tun_name.clone();
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "addr",
+            "add",
+            &format!("{CLAT_V4}/29"),
+            "dev",
+            &tn,
+        ]);
+        sh(&["ip", "-n", &c, "link", "set", &tn, "mtu", "1472", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &c,
+            "route",
+            "add",
+            "198.51.100.0/24",
+            "dev",
+            &tn,
+        ]);
+        t
+    }
+
+    /// Start clatd in the client namespace with the tun (and optionally sockets) inherited.
+    /// Returns once it logged its start-up line.
+    fn spawn_clatd(&mut self, sockets: Option<(OwnedFd, OwnedFd)>, extra: &[&str]) {
+        let nsf = File::open(format!("/var/run/netns/{}", self.client)).unwrap();
+        let tun_raw = self.tun.as_ref().unwrap().as_raw_fd();
+        let (rx_raw, tx_raw) = match &sockets {
+            Some((r, w)) => (r.as_raw_fd(), w.as_raw_fd()),
+            None => (-1, -1),
+        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clatd"));
+        cmd.args([
+            "-i",
+            &self.uplink,
+            "-p",
+            &self.prefix.to_string(),
+            "-4",
+            CLAT_V4,
+            "-6",
+            CLAT_V6,
+            "-t",
+            &CHILD_TUN_FD.to_string(),
+        ]);
+        if sockets.is_some() {
+            cmd.args([
+                "-r",
+                &CHILD_RX_FD.to_string(),
+                "-w",
+                &CHILD_TX_FD.to_string(),
+            ]);
+        }
+        cmd.args(extra);
+        cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+        let ns_raw = nsf.as_raw_fd();
+        let mut fds = vec![(tun_raw, CHILD_TUN_FD)];
+        if rx_raw >= 0 {
+            fds.push((rx_raw, CHILD_RX_FD));
+            fds.push((tx_raw, CHILD_TX_FD));
+        }
+        // SAFETY: the closure only makes async-signal-safe system calls (dup2, fcntl, setns)
+        // on descriptors that stay open in the parent until spawn returns; `fds` is allocated
+        // before the fork.
+        unsafe {
+            cmd.pre_exec(move || pass_fds_and_enter(&fds, ns_raw));
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(sockets);
+        let stderr = child.stderr.take().unwrap();
+        self.child = Some(child);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[clatd] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(&format!("tun {}", self.tun_name)) => break,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "clatd did not start: {:?}",
+                    self.child.as_mut().unwrap().try_wait()
+                ),
+            }
+        }
+        self.logs = Some(rx);
+    }
+}
+
+impl Topology {
+    /// SIGTERM clatd; its exit status and the log lines it wrote since start-up.
+    fn stop_clatd(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "clatd ignored SIGTERM");
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = Vec::new();
+        if let Some(rx) = self.logs.take() {
+            while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+                lines.push(l);
+            }
+        }
+        (status, lines)
+    }
+
+    /// Open the uplink sockets inside the client namespace, as the supervisor does.
+    fn open_sockets(&self) -> (OwnedFd, OwnedFd) {
+        let ifindex = self.ifindex;
+        in_netns(&self.client, move || {
+            let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
+            (
+                open_rx(ifindex, v6, None).unwrap(),
+                open_tx(ifindex, None).unwrap(),
+            )
+        })
+    }
+}
+
+/// Open /dev/net/tun and attach a new tun `name` (IFF_TUN | IFF_NO_PI), in this thread's
+/// namespace.
+fn create_tun(name: &str) -> OwnedFd {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .unwrap();
+    // SAFETY: ifreq is plain old data.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = b as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads one ifreq from a live buffer.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+    assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    f.into()
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Send `count` ICMP echo requests to `dst` from inside namespace `ns` (a raw socket, so no
+/// ping binary is needed); how many matching replies came back.
+fn ping4(ns: &str, dst: Ipv4Addr, count: u16, payload: usize) -> u16 {
+    in_netns(ns, move || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV4),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let ident: u16 = 0x7435;
+        let mut got = 0;
+        for seq in 0..count {
+            let mut pkt = vec![8u8, 0, 0, 0];
+            pkt.extend_from_slice(&ident.to_be_bytes());
+            pkt.extend_from_slice(&seq.to_be_bytes());
+            pkt.extend((0..payload).map(|i| i as u8));
+            let c = checksum(&pkt);
+            pkt[2..4].copy_from_slice(&c.to_be_bytes());
+            let to = SocketAddr::from((dst, 0));
+            s.send_to(&pkt, &to.into()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 65536];
+                let Ok((n, _)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                // SAFETY: recv_from initialised the first n bytes.
+                let b: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|x| unsafe { x.assume_init() })
+                    .collect();
+                let ihl = usize::from(b[0] & 0x0f) * 4;
+                let icmp = &b[ihl..];
+                if icmp[0] == 0
+                    && icmp[4..6] == ident.to_be_bytes()
+                    && icmp[6..8] == seq.to_be_bytes()
+                    && icmp.len() == 8 + payload
+                    && b[12..16] == dst.octets()
+                {
+                    assert_eq!(checksum(icmp), 0, "reply checksum");
+                    got += 1;
+                    break;
+                }
+            }
+        }
+        got
+    })
+}
+
+/// Run `serve` on a thread inside namespace `ns`, after `bind` there; returns the bound port.
+fn server_in<S: Send + 'static>(
+    ns: &str,
+    bind: impl FnOnce() -> (S, u16) + Send + 'static,
+    serve: impl FnOnce(S) + Send + 'static,
+) -> u16 {
+    let (tx, rx) = mpsc::channel();
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || {
+        let nsf = File::open(&path).unwrap();
+        // SAFETY: setns on an open namespace descriptor affects only this thread.
+        let rc = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0);
+        let (s, port) = bind();
+        tx.send(port).unwrap();
+        serve(s);
+    });
+    rx.recv().unwrap()
+}
+
+/// A UDP echo server on the peer's server address; returns its port.
+fn udp_echo_server(ns: &str, addr: Ipv6Addr) -> u16 {
+    server_in(
+        ns,
+        move || {
+            let s = UdpSocket::bind((addr, 0)).unwrap();
+            let port = s.local_addr().unwrap().port();
+            (s, port)
+        },
+        |s| {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        },
+    )
+}
+
+/// A TCP echo server on the peer's server address; returns its port.
+fn tcp_echo_server(ns: &str, addr: Ipv6Addr) -> u16 {
+    server_in(
+        ns,
+        move || {
+            let l = TcpListener::bind((addr, 0)).unwrap();
+            let port = l.local_addr().unwrap().port();
+            (l, port)
+        },
+        |l| {
+            for mut c in l.incoming().map_while(Result::ok) {
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// One UDP round trip over IPv4 from the client namespace; whether the echo came back.
+fn udp_roundtrip(ns: &str, port: u16, payload: &'static [u8]) -> bool {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 65536];
+        for _ in 0..3 {
+            s.send_to(payload, (SERVER_V4, port)).unwrap();
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                assert_eq!(from, SocketAddr::from((SERVER_V4, port)));
+                return &buf[..n] == payload;
+            }
+        }
+        false
+    })
+}
+
+/// Send `len` bytes over TCP/IPv4 from the client namespace and read them back.
+fn tcp_roundtrip(ns: &str, port: u16, len: usize) {
+    in_netns(ns, move || {
+        let to = SocketAddr::from((SERVER_V4, port));
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut w = c.try_clone().unwrap();
+        let d2 = data.clone();
+        let writer = thread::spawn(move || w.write_all(&d2).unwrap());
+        let mut back = vec![0u8; len];
+        c.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "TCP echo differs");
+    })
+}
+
+/// Run clatd to completion (expected to fail at start-up) with the tun as fd 10 and the
+/// given descriptors as `-r 11 -w 12`: exit code and stderr.
+fn run_clatd_once(t: &Topology, rx: &OwnedFd, tx: &OwnedFd) -> (Option<i32>, String) {
+    let nsf = File::open(format!("/var/run/netns/{}", t.client)).unwrap();
+    let fds = [
+        (t.tun.as_ref().unwrap().as_raw_fd(), CHILD_TUN_FD),
+        (rx.as_raw_fd(), CHILD_RX_FD),
+        (tx.as_raw_fd(), CHILD_TX_FD),
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clatd"));
+    cmd.args([
+        "-i",
+        &t.uplink,
+        "-p",
+        &t.prefix.to_string(),
+        "-4",
+        CLAT_V4,
+        "-6",
+        CLAT_V6,
+        "-t",
+        "10",
+        "-r",
+        "11",
+        "-w",
+        "12",
+    ]);
+    let ns_raw = nsf.as_raw_fd();
+    // SAFETY: only async-signal-safe calls on descriptors open in the parent.
+    unsafe {
+        cmd.pre_exec(move || pass_fds_and_enter(&fds, ns_raw));
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// In a forked child: enter namespace `ns_fd`, then place each `from` descriptor on its `to`
+/// number (without close-on-exec). Every source is first copied above all targets, so that
+/// no `dup2` overwrites a descriptor still to be placed. Async-signal-safe, no allocation.
+fn pass_fds_and_enter(fds: &[(RawFd, RawFd)], ns_fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: plain system call on an open namespace descriptor.
+    if unsafe { libc::setns(ns_fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut high = [-1; 8];
+    for (i, &(from, _)) in fds.iter().enumerate().take(high.len()) {
+        // SAFETY: plain system call on a descriptor number.
+        high[i] = unsafe { libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 100) };
+        if high[i] < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (i, &(_, to)) in fds.iter().enumerate().take(high.len()) {
+        // SAFETY: plain system call; dup2 leaves close-on-exec clear on `to`.
+        if unsafe { libc::dup2(high[i], to) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn ping_udp_tcp_through_clatd_with_its_own_sockets_then_sigterm() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    t.spawn_clatd(None, &[]);
+    let client = t.client.clone();
+
+    assert_eq!(ping4(&client, SERVER_V4, 3, 56), 3, "ping through clatd");
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"hello through the CLAT"));
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 1 << 20);
+
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    let last = logs
+        .iter()
+        .rev()
+        .find(|l| l.contains("exiting"))
+        .expect("exit line");
+    assert!(last.contains("SIGTERM"), "{last}");
+    assert!(last.contains("v4->v6"), "{last}");
+}
+
+#[test]
+fn inherited_sockets_and_the_fast_path_filter() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    let (rx, tx) = t.open_sockets();
+    // The supervisor keeps a copy of the receive socket to change its filter later.
+    let rx_copy = rx.try_clone().unwrap();
+    t.spawn_clatd(Some((rx, tx)), &["-m", "0x74", "-n", "5"]);
+    let client = t.client.clone();
+
+    assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"before the fast path"));
+
+    // Fast path "on": UDP with a checksum from the prefix is now the kernel's job, so clatd
+    // no longer sees the echo (nothing else translates it here); ICMP still goes to clatd.
+    let ex = FastPathExclusion { prefix: t.prefix };
+    let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
+    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, Some(&ex))).unwrap();
+    assert!(!udp_roundtrip(&client, port, b"excluded"));
+    assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
+
+    // Fast path "off" again.
+    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None)).unwrap();
+    assert!(udp_roundtrip(&client, port, b"after the fast path"));
+
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+#[test]
+fn sigterm_exits_0_and_wrong_descriptors_exit_1() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    t.spawn_clatd(None, &[]);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.contains("SIGTERM: exiting")),
+        "{logs:?}"
+    );
+
+    // -r naming a UDP socket: one line, exit 1.
+    let (rx, tx) = t.open_sockets();
+    let udp = OwnedFd::from(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap());
+    let (code, err) = run_clatd_once(&t, &udp, &tx);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("-r 11: not a packet socket"), "{err}");
+    // -w naming the packet socket.
+    let (code, err) = run_clatd_once(&t, &rx, &rx.try_clone().unwrap());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("-w 12: not a raw IPv6 socket"), "{err}");
+}
+
+#[test]
+fn ping_and_tcp_with_a_40_bit_prefix() {
+    require_root!();
+    let mut t = Topology::new("2001:db8:100::/40");
+    t.spawn_clatd(None, &[]);
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 1000), 2);
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"forty bits"));
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 256 << 10);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+}

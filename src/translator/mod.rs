@@ -1,0 +1,16 @@
+//! The translator's I/O edge (the `clatd` binary and the supervisor's socket set-up): uplink
+//! sockets and their filter, the tun checks, the command line, and the packet loop around the
+//! pure [`crate::xlat::Translator`].
+
+pub mod args;
+pub mod csum;
+pub mod filter;
+pub mod run;
+pub mod sockets;
+pub mod tun;
+
+pub use args::{ArgsError, ClatdArgs};
+pub use filter::{rx_filter, FastPathExclusion};
+pub use run::{Exit, Fds, IoCounters, IoLoop, RunError};
+pub use sockets::{open_rx, open_tx, set_rx_filter, SocketError};
+pub use tun::{check_tun, TunError, TunInfo};

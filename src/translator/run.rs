@@ -1,0 +1,542 @@
+//! The translator's I/O loop: IPv4 packets from the tun go out on the uplink as IPv6, IPv6
+//! packets to the CLAT address from the uplink go into the tun as IPv4.
+//!
+//! One thread, `poll(2)` on the signal descriptor, the tun and the receive socket; no busy
+//! loop. Packets are read in batches (`recvmmsg` on the packet socket, repeated `read` on the
+//! tun until `EAGAIN` or a batch is full), translated into reusable [`PacketBatch`]es, and
+//! written in batches (`sendmmsg` on the raw socket, `write` on the tun). All buffers are
+//! allocated once; nothing is allocated per packet.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::csum::complete_ipv6_checksum;
+use super::sockets::enable_auxdata;
+use crate::xlat::{Counters, PacketBatch, Translator};
+
+/// Packets read per system call (receive socket) or per round (tun).
+pub const BATCH: usize = 32;
+/// Room for one received packet: a GRO-merged IPv6 packet can reach 64 KiB.
+pub const SLOT: usize = 65536;
+/// Control buffer per received packet, in u64 words (CMSG_SPACE of a tpacket_auxdata is 40).
+const CMSG_WORDS: usize = 8;
+/// How long a full send queue may hold the loop before packets are dropped.
+const SEND_WAIT_MS: i32 = 10;
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A system call that the loop cannot do without failed.
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn sys(what: &'static str, source: io::Error) -> RunError {
+    RunError::Sys { what, source }
+}
+
+/// Counters of the I/O side (the translation counters are the [`Translator`]'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IoCounters {
+    /// IPv6 packets received on the uplink socket.
+    pub rx_packets: u64,
+    /// Bytes of those.
+    pub rx_bytes: u64,
+    /// Received packets larger than a slot (dropped).
+    pub rx_truncated: u64,
+    /// IPv4 packets read from the tun.
+    pub tun_read_packets: u64,
+    /// Bytes of those.
+    pub tun_read_bytes: u64,
+    /// IPv6 packets sent on the uplink.
+    pub tx_packets: u64,
+    /// IPv6 packets the kernel refused or that found the send queue full.
+    pub tx_errors: u64,
+    /// Times the send queue was full and the loop waited for it to drain.
+    pub tx_waits: u64,
+    /// IPv4 packets written to the tun.
+    pub tun_write_packets: u64,
+    /// IPv4 packets the tun refused.
+    pub tun_write_errors: u64,
+}
+
+/// How the loop ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM or SIGINT arrived.
+    Signal(Signal),
+}
+
+/// Block SIGTERM, SIGINT and SIGUSR1 and return a descriptor that reads them. Call before any
+/// thread is started so that every thread inherits the mask.
+pub fn signal_fd() -> Result<SignalFd, RunError> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGUSR1);
+    mask.thread_block()
+        .map_err(|e| sys("sigprocmask", e.into()))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| sys("signalfd", e.into()))
+}
+
+/// Logs the first few occurrences of an error, then every power of two.
+#[derive(Debug, Default)]
+struct Throttle(u64);
+
+impl Throttle {
+    fn hit(&mut self) -> bool {
+        self.0 += 1;
+        self.0 <= 5 || self.0.is_power_of_two()
+    }
+}
+
+/// The descriptors the loop works on.
+#[derive(Debug, Clone, Copy)]
+pub struct Fds<'a> {
+    /// The tun (IPv4 side), non-blocking.
+    pub tun: BorrowedFd<'a>,
+    /// The uplink packet socket (IPv6 in), non-blocking.
+    pub rx: BorrowedFd<'a>,
+    /// The uplink raw IPv6 socket (IPv6 out), non-blocking.
+    pub tx: BorrowedFd<'a>,
+}
+
+/// The I/O loop of one CLAT.
+pub struct IoLoop {
+    translator: Translator,
+    io: IoCounters,
+    /// `BATCH` receive slots of `SLOT` bytes.
+    rx_buf: Vec<u8>,
+    rx_iov: Vec<libc::iovec>,
+    rx_hdr: Vec<libc::mmsghdr>,
+    /// Per slot: room for the `PACKET_AUXDATA` control message (u64 for alignment).
+    rx_cmsg: Vec<u64>,
+    /// One tun read at a time.
+    tun_buf: Vec<u8>,
+    to_v6: PacketBatch,
+    to_v4: PacketBatch,
+    tx_iov: Vec<libc::iovec>,
+    tx_addr: Vec<libc::sockaddr_in6>,
+    tx_hdr: Vec<libc::mmsghdr>,
+    tx_err_log: Throttle,
+    tun_err_log: Throttle,
+    rx_err_log: Throttle,
+}
+
+impl std::fmt::Debug for IoLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoLoop")
+            .field("translator", &self.translator)
+            .field("io", &self.io)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IoLoop {
+    /// A loop around `translator`, with all buffers allocated.
+    pub fn new(translator: Translator) -> Self {
+        Self {
+            translator,
+            io: IoCounters::default(),
+            rx_buf: vec![0; BATCH * SLOT],
+            rx_iov: Vec::with_capacity(BATCH),
+            rx_hdr: Vec::with_capacity(BATCH),
+            rx_cmsg: vec![0; BATCH * CMSG_WORDS],
+            tun_buf: vec![0; SLOT],
+            to_v6: PacketBatch::with_capacity(BATCH * 2048),
+            to_v4: PacketBatch::with_capacity(BATCH * 2048),
+            tx_iov: Vec::with_capacity(BATCH),
+            tx_addr: Vec::with_capacity(BATCH),
+            tx_hdr: Vec::with_capacity(BATCH),
+            tx_err_log: Throttle::default(),
+            tun_err_log: Throttle::default(),
+            rx_err_log: Throttle::default(),
+        }
+    }
+
+    /// The translation counters.
+    pub fn counters(&self) -> &Counters {
+        self.translator.counters()
+    }
+
+    /// The I/O counters.
+    pub fn io_counters(&self) -> &IoCounters {
+        &self.io
+    }
+
+    /// One line with every counter, for logs.
+    pub fn counters_line(&self) -> String {
+        let c = self.translator.counters();
+        let io = &self.io;
+        format!(
+            "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {}; \
+             rx {} (truncated {}), tun-in {}, tx {} (errors {}, waits {}), tun-out {} (errors {})",
+            c.v4_to_v6_packets,
+            c.v4_to_v6_bytes,
+            c.v6_to_v4_packets,
+            c.v6_to_v4_bytes,
+            c.dropped,
+            io.rx_packets,
+            io.rx_truncated,
+            io.tun_read_packets,
+            io.tx_packets,
+            io.tx_errors,
+            io.tx_waits,
+            io.tun_write_packets,
+            io.tun_write_errors,
+        )
+    }
+
+    /// Run until SIGTERM/SIGINT arrives on `signals` or a fatal error occurs. SIGUSR1 logs the
+    /// counters.
+    pub fn run(&mut self, fds: Fds<'_>, signals: &SignalFd) -> Result<Exit, RunError> {
+        // Needed to see which received packets carry only a partial checksum.
+        enable_auxdata(fds.rx).map_err(|e| match e {
+            super::SocketError::Sys { what, source } => RunError::Sys { what, source },
+            other => RunError::Sys {
+                what: "PACKET_AUXDATA",
+                source: io::Error::other(other.to_string()),
+            },
+        })?;
+        let mut more = false;
+        loop {
+            let mut pfd = [
+                pollfd(signals.as_fd().as_raw_fd()),
+                pollfd(fds.tun.as_raw_fd()),
+                pollfd(fds.rx.as_raw_fd()),
+            ];
+            // After a full batch there may be more waiting: look without sleeping.
+            let timeout = if more { 0 } else { -1 };
+            // SAFETY: `pfd` is a live array of three pollfd structures.
+            let n = unsafe { libc::poll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(sys("poll", e));
+            }
+            more = false;
+            if pfd[0].revents != 0 {
+                while let Some(info) = signals
+                    .read_signal()
+                    .map_err(|e| sys("read(signalfd)", e.into()))?
+                {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGUSR1) => {
+                            tracing::info!("counters: {}", self.counters_line());
+                        }
+                        Ok(sig) => return Ok(Exit::Signal(sig)),
+                        Err(_) => {}
+                    }
+                }
+            }
+            if pfd[2].revents & libc::POLLNVAL != 0 {
+                return Err(sys(
+                    "poll(receive socket)",
+                    io::Error::from_raw_os_error(libc::EBADF),
+                ));
+            }
+            if pfd[1].revents & libc::POLLNVAL != 0 {
+                return Err(sys("poll(tun)", io::Error::from_raw_os_error(libc::EBADF)));
+            }
+            if pfd[2].revents != 0 {
+                more |= self.uplink_to_tun(fds)?;
+            }
+            if pfd[1].revents != 0 {
+                more |= self.tun_to_uplink(fds)?;
+            }
+        }
+    }
+
+    /// One `recvmmsg` from the uplink, translated and written. True when the batch was full.
+    fn uplink_to_tun(&mut self, fds: Fds<'_>) -> Result<bool, RunError> {
+        self.rx_iov.clear();
+        self.rx_hdr.clear();
+        for slot in self.rx_buf.chunks_exact_mut(SLOT) {
+            self.rx_iov.push(libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: SLOT,
+            });
+        }
+        for (iov, cmsg) in self
+            .rx_iov
+            .iter_mut()
+            .zip(self.rx_cmsg.chunks_exact_mut(CMSG_WORDS))
+        {
+            // SAFETY: mmsghdr is plain old data; all-zero is valid (no name).
+            let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CMSG_WORDS * 8;
+            self.rx_hdr.push(h);
+        }
+        // SAFETY: `rx_hdr` holds BATCH headers, each pointing at one iovec in `rx_iov` that
+        // describes a distinct SLOT-byte region of `rx_buf`, and at a distinct control region
+        // of `rx_cmsg`; all stay alive and unmoved for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fds.rx.as_raw_fd(),
+                self.rx_hdr.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => return Ok(false),
+                Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT) => {
+                    return Err(sys("recvmmsg", e))
+                }
+                _ => {
+                    // ENETDOWN and friends: the socket reports a link event once; keep going.
+                    if self.rx_err_log.hit() {
+                        tracing::warn!("recvmmsg: {e}");
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+        let n = n as usize;
+        self.to_v4.clear();
+        self.to_v6.clear();
+        for (i, h) in self.rx_hdr[..n].iter().enumerate() {
+            let len = h.msg_len as usize;
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > SLOT {
+                self.io.rx_truncated += 1;
+                continue;
+            }
+            self.io.rx_packets += 1;
+            self.io.rx_bytes += len as u64;
+            let pkt = &mut self.rx_buf[i * SLOT..i * SLOT + len];
+            if checksum_not_ready(&h.msg_hdr) {
+                complete_ipv6_checksum(pkt);
+            }
+            let pkt = &*pkt;
+            self.translator
+                .ipv6_to_ipv4(pkt, &mut self.to_v4, &mut self.to_v6);
+        }
+        self.flush(fds)?;
+        Ok(n == BATCH)
+    }
+
+    /// Up to BATCH reads from the tun, translated and written. True when the round was full.
+    fn tun_to_uplink(&mut self, fds: Fds<'_>) -> Result<bool, RunError> {
+        self.to_v4.clear();
+        self.to_v6.clear();
+        let mut full = true;
+        for _ in 0..BATCH {
+            // SAFETY: `tun_buf` is a live, writable buffer of its length.
+            let n = unsafe {
+                libc::read(
+                    fds.tun.as_raw_fd(),
+                    self.tun_buf.as_mut_ptr().cast(),
+                    self.tun_buf.len(),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => {
+                        full = false;
+                        break;
+                    }
+                    // EBADFD: the tun device was deleted under us.
+                    _ => return Err(sys("read(tun)", e)),
+                }
+            }
+            if n == 0 {
+                full = false;
+                break;
+            }
+            let len = n as usize;
+            self.io.tun_read_packets += 1;
+            self.io.tun_read_bytes += len as u64;
+            self.translator
+                .ipv4_to_ipv6(&self.tun_buf[..len], &mut self.to_v6, &mut self.to_v4);
+        }
+        self.flush(fds)?;
+        Ok(full)
+    }
+
+    /// Write everything the last step produced.
+    fn flush(&mut self, fds: Fds<'_>) -> Result<(), RunError> {
+        if !self.to_v6.is_empty() {
+            self.send_v6(fds.tx)?;
+        }
+        if !self.to_v4.is_empty() {
+            self.write_v4(fds.tun);
+        }
+        Ok(())
+    }
+
+    /// `write` each IPv4 packet to the tun; failures are counted, never fatal.
+    fn write_v4(&mut self, tun: BorrowedFd<'_>) {
+        for pkt in self.to_v4.iter() {
+            // SAFETY: `pkt` is a live slice of its length.
+            let n = unsafe { libc::write(tun.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+            if n < 0 {
+                self.io.tun_write_errors += 1;
+                if self.tun_err_log.hit() {
+                    tracing::warn!("write(tun): {}", io::Error::last_os_error());
+                }
+            } else {
+                self.io.tun_write_packets += 1;
+            }
+        }
+    }
+
+    /// `sendmmsg` the IPv6 packets, each to its own destination address.
+    fn send_v6(&mut self, tx: BorrowedFd<'_>) -> Result<(), RunError> {
+        let total = self.to_v6.len();
+        let mut pkts = self.to_v6.iter();
+        let mut done = 0;
+        while done < total {
+            self.tx_iov.clear();
+            self.tx_addr.clear();
+            self.tx_hdr.clear();
+            for pkt in pkts.by_ref().take(BATCH) {
+                self.tx_iov.push(libc::iovec {
+                    iov_base: pkt.as_ptr().cast_mut().cast(),
+                    iov_len: pkt.len(),
+                });
+                self.tx_addr.push(destination(pkt));
+            }
+            let chunk = self.tx_iov.len();
+            for i in 0..chunk {
+                // SAFETY: mmsghdr is plain old data; all-zero is valid.
+                let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+                h.msg_hdr.msg_name = (&mut self.tx_addr[i] as *mut libc::sockaddr_in6).cast();
+                h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                h.msg_hdr.msg_iov = &mut self.tx_iov[i];
+                h.msg_hdr.msg_iovlen = 1;
+                self.tx_hdr.push(h);
+            }
+            let mut sent = 0;
+            let mut waited = false;
+            while sent < chunk {
+                // SAFETY: headers `sent..chunk` point at live addresses and iovecs, which
+                // point into `to_v6`'s buffer; none is moved or freed during the call, and
+                // the kernel only reads the packet bytes.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        tx.as_raw_fd(),
+                        self.tx_hdr[sent..].as_mut_ptr(),
+                        (chunk - sent) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n > 0 {
+                    sent += n as usize;
+                    self.io.tx_packets += n as u64;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) if !waited => {
+                        waited = true;
+                        self.io.tx_waits += 1;
+                        wait_writable(tx);
+                        continue;
+                    }
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                        // Still full: drop the rest of this chunk, as a router would.
+                        self.io.tx_errors += (chunk - sent) as u64;
+                        if self.tx_err_log.hit() {
+                            tracing::warn!("sendmmsg: {e}; dropped {} packets", chunk - sent);
+                        }
+                        sent = chunk;
+                    }
+                    Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT) => {
+                        return Err(sys("sendmmsg", e));
+                    }
+                    _ => {
+                        // This packet was refused (EMSGSIZE, ENETUNREACH, EPERM by a
+                        // firewall...): skip it, go on with the next.
+                        self.io.tx_errors += 1;
+                        if self.tx_err_log.hit() {
+                            let dst = self.tx_addr[sent].sin6_addr.s6_addr;
+                            tracing::warn!("send to {}: {e}", std::net::Ipv6Addr::from(dst));
+                        }
+                        sent += 1;
+                    }
+                }
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// The translator, e.g. to read its configuration.
+    pub fn translator(&self) -> &Translator {
+        &self.translator
+    }
+}
+
+/// Whether the `PACKET_AUXDATA` control message of a received packet says its transport
+/// checksum is only partial.
+fn checksum_not_ready(msg: &libc::msghdr) -> bool {
+    // SAFETY: `msg` was filled by recvmmsg: msg_control/msg_controllen describe the control
+    // messages the kernel wrote into our buffer, which the CMSG macros walk within bounds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET
+                && (*c).cmsg_type == libc::PACKET_AUXDATA
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux = libc::CMSG_DATA(c)
+                    .cast::<libc::tpacket_auxdata>()
+                    .read_unaligned();
+                return aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0;
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    false
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Wait up to SEND_WAIT_MS for the send socket to drain.
+fn wait_writable(fd: BorrowedFd<'_>) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one live pollfd.
+    unsafe { libc::poll(&mut pfd, 1, SEND_WAIT_MS) };
+}
+
+/// The `sockaddr_in6` for an IPv6 packet: its destination address (zero if the packet is too
+/// short to have one; the kernel then refuses it and it is counted).
+fn destination(pkt: &[u8]) -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain old data; all-zero is valid.
+    let mut sa: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    if let Some(dst) = pkt.get(24..40) {
+        sa.sin6_addr.s6_addr.copy_from_slice(dst);
+    }
+    sa
+}

@@ -1,0 +1,270 @@
+//! The translator's uplink sockets: a packet socket that receives IPv6 packets to the CLAT
+//! address, and a raw IPv6 socket that sends translated packets. The supervisor opens both
+//! itself and passes them to `clatd` as `-r`/`-w`, so `clatd` needs no privileges; `clatd`
+//! opens them with these same functions when it is run by hand.
+
+use std::io;
+use std::mem;
+use std::net::Ipv6Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use libc::{c_int, c_void, sock_filter, socklen_t};
+
+pub use super::filter::{rx_filter, FastPathExclusion};
+
+/// The receive buffer we ask for: bursts of a fast uplink must not overflow it while the
+/// translator is busy with the previous batch.
+pub const RX_BUFFER_BYTES: c_int = 8 << 20;
+
+/// Why a socket could not be opened or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// A socket system call failed; `what` names the step.
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The filter has more instructions than the kernel accepts.
+    #[error("socket filter of {0} instructions is too long")]
+    FilterTooLong(usize),
+}
+
+fn sys(what: &'static str) -> impl FnOnce(io::Error) -> SocketError {
+    move |source| SocketError::Sys { what, source }
+}
+
+/// `setsockopt` with a plain value.
+fn setsockopt<T>(fd: BorrowedFd<'_>, level: c_int, name: c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live `T` of `size_of::<T>()` bytes for the duration of the
+    // call, and `fd` is an open descriptor borrowed for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast::<c_void>(),
+            mem::size_of::<T>() as socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A new socket with `SOCK_CLOEXEC | SOCK_NONBLOCK`.
+fn socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call without pointers.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open the receive socket on uplink `ifindex`: `AF_PACKET`, `SOCK_DGRAM`, `ETH_P_ALL` (so it
+/// sees frames before tc ingress, where the fast path's program drops the kernel's own copy of
+/// packets to the CLAT address), filtered by [`rx_filter`].
+///
+/// The socket is created with protocol 0, which delivers nothing, and only bound to
+/// `ETH_P_ALL` on the uplink once the filter is attached: no unfiltered packet from another
+/// interface ever reaches it.
+pub fn open_rx(
+    ifindex: u32,
+    clat_v6: Ipv6Addr,
+    exclude: Option<FastPathExclusion>,
+) -> Result<OwnedFd, SocketError> {
+    let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0).map_err(sys("socket(AF_PACKET)"))?;
+    set_rx_filter(fd.as_fd(), &rx_filter(clat_v6, exclude.as_ref()))?;
+
+    // A large buffer; SO_RCVBUFFORCE ignores rmem_max but needs CAP_NET_ADMIN.
+    if setsockopt(
+        fd.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        &RX_BUFFER_BYTES,
+    )
+    .is_err()
+    {
+        setsockopt(
+            fd.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &RX_BUFFER_BYTES,
+        )
+        .map_err(sys("setsockopt(SO_RCVBUF)"))?;
+    }
+    // Outgoing frames are rejected by the filter anyway; this saves cloning them at all
+    // (Linux ≥ 4.20; older kernels simply keep filtering them).
+    let one: c_int = 1;
+    let _ = setsockopt(
+        fd.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        &one,
+    );
+
+    enable_auxdata(fd.as_fd())?;
+
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| SocketError::Sys {
+        what: "bind(AF_PACKET)",
+        source: io::Error::from_raw_os_error(libc::ENODEV),
+    })?;
+    // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            mem::size_of::<libc::sockaddr_ll>() as socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(SocketError::Sys {
+            what: "bind(AF_PACKET)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(fd)
+}
+
+/// Ask for `PACKET_AUXDATA` control messages, which say whether a packet's checksum is only
+/// partial (`TP_STATUS_CSUMNOTREADY`). The I/O loop needs them; setting them needs no
+/// privileges, so `clatd` does it on an inherited socket too.
+pub fn enable_auxdata(fd: BorrowedFd<'_>) -> Result<(), SocketError> {
+    let one: c_int = 1;
+    setsockopt(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, &one)
+        .map_err(sys("setsockopt(PACKET_AUXDATA)"))
+}
+
+/// Replace the classic BPF filter of `fd` (the supervisor does this on its copy of the receive
+/// socket when the fast path goes on or off).
+pub fn set_rx_filter(fd: BorrowedFd<'_>, filter: &[sock_filter]) -> Result<(), SocketError> {
+    let len = u16::try_from(filter.len()).map_err(|_| SocketError::FilterTooLong(filter.len()))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // The kernel copies the program during the call; `filter` outlives it.
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+        .map_err(sys("setsockopt(SO_ATTACH_FILTER)"))
+}
+
+/// Open the send socket on uplink `ifindex`: `AF_INET6`, `SOCK_RAW`, `IPPROTO_RAW` (the
+/// packets carry their own IPv6 header, so the CLAT's anycast source goes out unchanged),
+/// bound to the uplink, marked with `fwmark` if given.
+pub fn open_tx(ifindex: u32, fwmark: Option<u32>) -> Result<OwnedFd, SocketError> {
+    let fd = socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW)
+        .map_err(sys("socket(AF_INET6, SOCK_RAW)"))?;
+    let idx = c_int::try_from(ifindex).map_err(|_| SocketError::Sys {
+        what: "setsockopt(SO_BINDTOIFINDEX)",
+        source: io::Error::from_raw_os_error(libc::ENODEV),
+    })?;
+    if let Err(e) = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX, &idx) {
+        // Kernels before 5.0 only know the by-name form.
+        if e.raw_os_error() != Some(libc::ENOPROTOOPT) {
+            return Err(SocketError::Sys {
+                what: "setsockopt(SO_BINDTOIFINDEX)",
+                source: e,
+            });
+        }
+        let name = nix::net::if_::if_indextoname(ifindex).map_err(|e| SocketError::Sys {
+            what: "if_indextoname",
+            source: e.into(),
+        })?;
+        let bytes = name.as_bytes_with_nul();
+        // SAFETY: `bytes` is a live NUL-terminated buffer of the given length.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                bytes.as_ptr().cast::<c_void>(),
+                bytes.len() as socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(SocketError::Sys {
+                what: "setsockopt(SO_BINDTODEVICE)",
+                source: io::Error::last_os_error(),
+            });
+        }
+    }
+    if let Some(mark) = fwmark {
+        setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, &mark)
+            .map_err(sys("setsockopt(SO_MARK)"))?;
+    }
+    // This socket only sends. Shrink what it could queue (IPPROTO_RAW receives nothing on
+    // IPv6, but be sure).
+    let small: c_int = 0;
+    let _ = setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &small);
+    Ok(fd)
+}
+
+/// Bind the send socket to the CLAT's IPv6 address (with `IPV6_FREEBIND`, since the address
+/// is not configured on the host). The packets carry their own source either way; a bound
+/// source spares the kernel a source-address selection for every packet sent, and lets
+/// source-based routing rules see the right address. Needs no privileges, so `clatd` does it
+/// on an inherited socket too.
+pub fn bind_tx_source(fd: BorrowedFd<'_>, source: Ipv6Addr) -> Result<(), SocketError> {
+    let one: c_int = 1;
+    setsockopt(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, &one)
+        .map_err(sys("setsockopt(IPV6_FREEBIND)"))?;
+    // SAFETY: sockaddr_in6 is plain old data; all-zero is valid.
+    let mut sa: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_addr.s6_addr = source.octets();
+    // SAFETY: `sa` is a valid sockaddr_in6 and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast::<libc::sockaddr>(),
+            mem::size_of::<libc::sockaddr_in6>() as socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(SocketError::Sys {
+            what: "bind(AF_INET6, SOCK_RAW)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The socket domain (`SO_DOMAIN`) and type (`SO_TYPE`) of `fd`, to check descriptors handed
+/// over as `-r`/`-w`.
+pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(c_int, c_int)> {
+    let get = |name: c_int| -> io::Result<c_int> {
+        let mut v: c_int = 0;
+        let mut len = mem::size_of::<c_int>() as socklen_t;
+        // SAFETY: `v` and `len` are live and sized for an int option.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut c_int).cast::<c_void>(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(v)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    Ok((get(libc::SO_DOMAIN)?, get(libc::SO_TYPE)?))
+}

@@ -1,0 +1,120 @@
+//! Checks on the tun descriptor `clatd` inherits: open, a character device, a tun (not tap)
+//! without packet information headers.
+
+use std::ffi::CStr;
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+/// Why an inherited descriptor is not a usable tun.
+#[derive(Debug, thiserror::Error)]
+pub enum TunError {
+    /// `fcntl(F_GETFD)` says the number is not open.
+    #[error("not an open descriptor")]
+    NotOpen,
+    /// `fstat` shows something other than a character device.
+    #[error("not a tun descriptor (not a character device)")]
+    NotCharDevice,
+    /// `TUNGETIFF` fails: a character device, but not an attached tun.
+    #[error("not a tun descriptor (TUNGETIFF: {0})")]
+    NotTun(io::Error),
+    /// The device is a tap (Ethernet frames), not a tun (IP packets).
+    #[error("{0} is a tap device; clatd needs IFF_TUN")]
+    Tap(String),
+    /// Packets would carry a 4-byte packet information header.
+    #[error("{0} was set up without IFF_NO_PI")]
+    PacketInfo(String),
+    /// fstat/fcntl failed for another reason.
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What `TUNGETIFF` reports about a tun descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunInfo {
+    /// The interface name, e.g. `v4-eth0`.
+    pub name: String,
+    /// The `IFF_*` flags of the tun.
+    pub flags: i32,
+}
+
+/// Check that `fd` is an open tun descriptor set up with `IFF_TUN | IFF_NO_PI`, and make it
+/// non-blocking. Takes a raw number because the number comes from the command line and may
+/// not be open at all.
+pub fn check_tun(fd: RawFd) -> Result<TunInfo, TunError> {
+    // SAFETY: F_GETFD takes no pointer; an unopened number yields EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(TunError::NotOpen);
+    }
+    // SAFETY: `st` is a live, writable stat buffer.
+    let mut st: libc::stat = unsafe { mem::zeroed() };
+    // SAFETY: `st` is valid for writes of a `struct stat`.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(TunError::Sys {
+            what: "fstat",
+            source: io::Error::last_os_error(),
+        });
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return Err(TunError::NotCharDevice);
+    }
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    // SAFETY: TUNGETIFF writes one `struct ifreq` into `ifr`, which is live and writable.
+    if unsafe { libc::ioctl(fd, libc::TUNGETIFF, &mut ifr) } != 0 {
+        return Err(TunError::NotTun(io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel NUL-terminates ifr_name (IFNAMSIZ includes the terminator).
+    let name = unsafe { CStr::from_ptr(ifr.ifr_name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: TUNGETIFF fills the flags member of the union.
+    let flags = i32::from(unsafe { ifr.ifr_ifru.ifru_flags });
+    if flags & libc::IFF_TAP != 0 || flags & libc::IFF_TUN == 0 {
+        return Err(TunError::Tap(name));
+    }
+    if flags & libc::IFF_NO_PI == 0 {
+        return Err(TunError::PacketInfo(name));
+    }
+    set_nonblocking(fd).map_err(|source| TunError::Sys {
+        what: "fcntl(O_NONBLOCK)",
+        source,
+    })?;
+    Ok(TunInfo { name, flags })
+}
+
+/// Set `O_NONBLOCK` on an open descriptor.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fl & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: F_SETFL takes an int argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set `FD_CLOEXEC` on an open descriptor (inherited descriptors must not leak further).
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD takes an int argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `fd` is an open descriptor.
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD takes no pointer.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}

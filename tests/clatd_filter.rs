@@ -1,0 +1,269 @@
+//! The receive socket's classic BPF filter, run in a small classic BPF interpreter with the
+//! kernel's semantics for the instructions it uses (absolute loads, ancillary protocol and
+//! packet type, AND, JEQ, RET; a load past the end of the packet rejects).
+#![allow(clippy::unwrap_used)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use autoclat::discovery::Nat64Prefix;
+use autoclat::translator::{rx_filter, FastPathExclusion};
+use libc::sock_filter;
+
+const ETH_P_IPV6: u32 = 0x86dd;
+const ETH_P_IP: u32 = 0x0800;
+const PACKET_HOST: u32 = 0;
+const PACKET_MULTICAST: u32 = 2;
+const PACKET_OUTGOING: u32 = 4;
+
+/// What the kernel knows about a packet besides its bytes.
+struct Meta {
+    protocol: u32,
+    pkttype: u32,
+}
+
+const HOST6: Meta = Meta {
+    protocol: ETH_P_IPV6,
+    pkttype: PACKET_HOST,
+};
+
+/// Run `prog` on `pkt`; the return value is the snap length (0 = reject).
+fn run(prog: &[sock_filter], pkt: &[u8], meta: &Meta) -> u32 {
+    let ad_off = libc::SKF_AD_OFF as u32;
+    let mut a: u32 = 0;
+    let mut pc = 0usize;
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps < 10_000, "runaway filter");
+        let insn = prog.get(pc).expect("pc ran off the program");
+        let code = u32::from(insn.code);
+        let class = code & 0x07;
+        match class {
+            c if c == libc::BPF_LD => {
+                assert_eq!(code & 0xe0, libc::BPF_ABS, "only absolute loads expected");
+                let size = match code & 0x18 {
+                    s if s == libc::BPF_W => 4,
+                    s if s == libc::BPF_H => 2,
+                    s if s == libc::BPF_B => 1,
+                    s => panic!("load size {s:#x}"),
+                };
+                if insn.k >= ad_off {
+                    let which = insn.k.wrapping_sub(ad_off) as i32;
+                    a = match which {
+                        w if w == libc::SKF_AD_PROTOCOL => meta.protocol,
+                        w if w == libc::SKF_AD_PKTTYPE => meta.pkttype,
+                        w => panic!("ancillary {w}"),
+                    };
+                } else {
+                    let k = insn.k as usize;
+                    let Some(bytes) = pkt.get(k..k + size) else {
+                        return 0; // the kernel rejects a packet a load runs past
+                    };
+                    a = bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+                }
+                pc += 1;
+            }
+            c if c == libc::BPF_ALU => {
+                assert_eq!(code, libc::BPF_ALU | libc::BPF_AND | libc::BPF_K);
+                a &= insn.k;
+                pc += 1;
+            }
+            c if c == libc::BPF_JMP => {
+                assert_eq!(code, libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
+                let off = if a == insn.k { insn.jt } else { insn.jf };
+                pc += 1 + off as usize;
+            }
+            c if c == libc::BPF_RET => {
+                assert_eq!(code & 0x18, libc::BPF_K);
+                return insn.k;
+            }
+            c => panic!("unexpected class {c:#x}"),
+        }
+    }
+}
+
+const CLAT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0x1234, 0x5678, 0x9abc, 0xdef0);
+
+/// An IPv6 packet: header, then `payload` after next header `nh`.
+fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, nh: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.push(nh);
+    p.push(64);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn udp(csum: u16) -> Vec<u8> {
+    let mut u = vec![0x30, 0x39, 0x00, 0x35, 0x00, 0x0c];
+    u.extend_from_slice(&csum.to_be_bytes());
+    u.extend_from_slice(b"ping");
+    u
+}
+
+fn tcp() -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[12] = 0x50;
+    t
+}
+
+fn icmp6_echo() -> Vec<u8> {
+    vec![128, 0, 0x12, 0x34, 0, 1, 0, 1]
+}
+
+fn accepts(prog: &[sock_filter], pkt: &[u8]) -> bool {
+    run(prog, pkt, &HOST6) != 0
+}
+
+fn prefix(s: &str) -> Nat64Prefix {
+    s.parse().unwrap()
+}
+
+fn server(p: &Nat64Prefix) -> Ipv6Addr {
+    p.embed(Ipv4Addr::new(198, 51, 100, 10))
+}
+
+#[test]
+fn accepts_ipv6_to_the_clat_address_and_nothing_else() {
+    let f = rx_filter(CLAT, None);
+    let src = server(&prefix("2001:db8:64::/96"));
+    let pkt = ipv6(src, CLAT, 58, &icmp6_echo());
+    assert!(accepts(&f, &pkt));
+    // The whole packet is kept.
+    assert!(run(&f, &pkt, &HOST6) as usize >= pkt.len());
+    // Any other destination, including one bit off in each word.
+    for bit in [0u32, 31, 32, 63, 64, 95, 96, 127] {
+        let other = Ipv6Addr::from(u128::from(CLAT) ^ (1u128 << bit));
+        assert!(
+            !accepts(&f, &ipv6(src, other, 58, &icmp6_echo())),
+            "bit {bit}"
+        );
+    }
+    // Multicast frames to the address (odd, but not ours to judge) are accepted.
+    let m = Meta {
+        protocol: ETH_P_IPV6,
+        pkttype: PACKET_MULTICAST,
+    };
+    assert_ne!(run(&f, &pkt, &m), 0);
+}
+
+#[test]
+fn rejects_outgoing_and_non_ipv6_frames() {
+    let f = rx_filter(CLAT, None);
+    let pkt = ipv6(server(&prefix("2001:db8:64::/96")), CLAT, 58, &icmp6_echo());
+    let out = Meta {
+        protocol: ETH_P_IPV6,
+        pkttype: PACKET_OUTGOING,
+    };
+    assert_eq!(run(&f, &pkt, &out), 0);
+    let v4 = Meta {
+        protocol: ETH_P_IP,
+        pkttype: PACKET_HOST,
+    };
+    assert_eq!(run(&f, &pkt, &v4), 0);
+}
+
+#[test]
+fn rejects_truncated_packets() {
+    let f = rx_filter(CLAT, None);
+    let pkt = ipv6(server(&prefix("2001:db8:64::/96")), CLAT, 58, &icmp6_echo());
+    assert!(!accepts(&f, &pkt[..39]));
+    assert!(!accepts(&f, &[]));
+}
+
+#[test]
+fn without_exclusion_tcp_and_udp_go_to_clatd() {
+    let f = rx_filter(CLAT, None);
+    let src = server(&prefix("2001:db8:64::/96"));
+    assert!(accepts(&f, &ipv6(src, CLAT, 6, &tcp())));
+    assert!(accepts(&f, &ipv6(src, CLAT, 17, &udp(0xbeef))));
+}
+
+#[test]
+fn exclusion_rejects_what_the_fast_path_translates_at_every_prefix_length() {
+    for p in [
+        "2001:db8::/32",
+        "2001:db8:100::/40",
+        "2001:db8:122::/48",
+        "2001:db8:122:300::/56",
+        "2001:db8:122:344::/64",
+        "2001:db8:64::/96",
+        "64:ff9b::/96",
+    ] {
+        let pre = prefix(p);
+        let ex = FastPathExclusion { prefix: pre };
+        let f = rx_filter(CLAT, Some(&ex));
+        let src = server(&pre);
+
+        // The fast path's: plain TCP, UDP with a checksum.
+        assert!(!accepts(&f, &ipv6(src, CLAT, 6, &tcp())), "{p} tcp");
+        assert!(!accepts(&f, &ipv6(src, CLAT, 17, &udp(0xbeef))), "{p} udp");
+        // clatd's: UDP without checksum, ICMPv6, fragments, other extension headers.
+        assert!(accepts(&f, &ipv6(src, CLAT, 17, &udp(0))), "{p} udp0");
+        assert!(accepts(&f, &ipv6(src, CLAT, 58, &icmp6_echo())), "{p} icmp");
+        let frag = [6u8, 0, 0, 1, 0, 0, 0, 42];
+        assert!(accepts(&f, &ipv6(src, CLAT, 44, &frag)), "{p} frag");
+        assert!(
+            accepts(&f, &ipv6(src, CLAT, 0, &[6, 0, 1, 4, 0, 0, 0, 0])),
+            "{p} hbh"
+        );
+
+        // Sources just outside the prefix (last prefix bit flipped, first bit flipped) are
+        // clatd's even for TCP; a source differing only in the suffix is still inside.
+        let len = u32::from(pre.len());
+        let last_bit = 1u128 << (128 - len);
+        let outside_last = Ipv6Addr::from(u128::from(src) ^ last_bit);
+        let outside_first = Ipv6Addr::from(u128::from(src) ^ (1u128 << 127));
+        assert!(
+            accepts(&f, &ipv6(outside_last, CLAT, 6, &tcp())),
+            "{p} last"
+        );
+        assert!(
+            accepts(&f, &ipv6(outside_first, CLAT, 6, &tcp())),
+            "{p} first"
+        );
+        let inside = Ipv6Addr::from(u128::from(src) ^ (last_bit >> 1));
+        assert!(!accepts(&f, &ipv6(inside, CLAT, 6, &tcp())), "{p} inside");
+
+        // Still only to the CLAT address, still not outgoing.
+        let other = Ipv6Addr::from(u128::from(CLAT) ^ 1);
+        assert!(
+            !accepts(&f, &ipv6(src, other, 58, &icmp6_echo())),
+            "{p} dst"
+        );
+        let out = Meta {
+            protocol: ETH_P_IPV6,
+            pkttype: PACKET_OUTGOING,
+        };
+        assert_eq!(run(&f, &ipv6(src, CLAT, 58, &icmp6_echo()), &out), 0);
+    }
+}
+
+#[test]
+fn exclusion_rejects_a_udp_packet_too_short_for_its_checksum() {
+    let pre = prefix("2001:db8:64::/96");
+    let f = rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre }));
+    let pkt = ipv6(server(&pre), CLAT, 17, &[0x30, 0x39, 0x00, 0x35]);
+    assert!(!accepts(&f, &pkt));
+}
+
+#[test]
+fn filter_fits_the_kernel_limits() {
+    let pre = prefix("2001:db8:122:300::/56");
+    for f in [
+        rx_filter(CLAT, None),
+        rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre })),
+    ] {
+        assert!(f.len() <= 4096);
+        for (i, insn) in f.iter().enumerate() {
+            let class = u32::from(insn.code) & 0x07;
+            if class == libc::BPF_JMP {
+                assert!(i + 1 + (insn.jt as usize) < f.len());
+                assert!(i + 1 + (insn.jf as usize) < f.len());
+            }
+        }
+        assert_eq!(u32::from(f.last().unwrap().code) & 0x07, libc::BPF_RET);
+    }
+}
