@@ -18,10 +18,16 @@ use crate::discovery::PrefixSource;
 pub enum ControlError {
     /// The socket could not be created.
     #[error("cannot listen on control socket {path}: {source}")]
-    Listen { path: PathBuf, source: std::io::Error },
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The daemon is not reachable.
     #[error("cannot reach the autoclat daemon at {path}: {source} (is `autoclat run` running?)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Reading or writing failed.
     #[error("control socket I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -96,7 +102,8 @@ impl UplinkStatus {
     /// `iif[eth0] 2001:db8:64::/96 2001:db8:1::ab -> 192.0.0.4 v4iif[v4-eth0] [running] ...`
     pub fn human_line(&self) -> String {
         fn or_dash<T: std::fmt::Display>(v: &Option<T>) -> String {
-            v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+            v.as_ref()
+                .map_or_else(|| "-".to_string(), |v| v.to_string())
         }
         let state = match self.state {
             UplinkState::Running => "running",
@@ -124,7 +131,11 @@ impl UplinkStatus {
         }
         if self.state != UplinkState::Disabled {
             line.push_str(&format!(" restarts={}", self.restarts));
-            line.push_str(if self.fast_path { " fastpath=on" } else { " fastpath=off" });
+            line.push_str(if self.fast_path {
+                " fastpath=on"
+            } else {
+                " fastpath=off"
+            });
             let t = &self.counters.translator;
             let f = &self.counters.fast_path;
             if self.state == UplinkState::Running {
@@ -185,7 +196,10 @@ pub async fn serve_listener(
 /// Bind the control socket. Separate from [`serve`] so the daemon can fail early, before it
 /// touches anything, when the socket cannot be created.
 pub fn listen(path: &Path) -> Result<UnixListener, ControlError> {
-    let err = |source| ControlError::Listen { path: path.to_path_buf(), source };
+    let err = |source| ControlError::Listen {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -239,7 +253,10 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<ControlRequest>) -> Result<
 pub async fn request_status(path: &Path) -> Result<StatusReport, ControlError> {
     let stream = UnixStream::connect(path)
         .await
-        .map_err(|source| ControlError::Connect { path: path.to_path_buf(), source })?;
+        .map_err(|source| ControlError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let (rd, mut wr) = stream.into_split();
     wr.write_all(b"status\n").await?;
     let mut line = String::new();
@@ -287,11 +304,26 @@ mod tests {
 
     #[test]
     fn json_field_names_are_the_contract() {
-        let v = serde_json::to_value(StatusReport { uplinks: vec![sample()] }).unwrap();
+        let v = serde_json::to_value(StatusReport {
+            uplinks: vec![sample()],
+        })
+        .unwrap();
         let u = &v["uplinks"][0];
         for key in [
-            "uplink", "ifindex", "state", "reason", "prefix", "prefix_source", "v4", "v6",
-            "v4_iface", "v4_ifindex", "pid", "restarts", "fast_path", "counters",
+            "uplink",
+            "ifindex",
+            "state",
+            "reason",
+            "prefix",
+            "prefix_source",
+            "v4",
+            "v6",
+            "v4_iface",
+            "v4_ifindex",
+            "pid",
+            "restarts",
+            "fast_path",
+            "counters",
         ] {
             assert!(u.get(key).is_some(), "missing {key}");
         }
@@ -309,7 +341,9 @@ mod tests {
         let server = tokio::spawn(async move { serve(&p, tx).await });
         let responder = tokio::spawn(async move {
             if let Some(ControlRequest::Status(reply)) = rx.recv().await {
-                let _ = reply.send(StatusReport { uplinks: vec![sample()] });
+                let _ = reply.send(StatusReport {
+                    uplinks: vec![sample()],
+                });
             }
         });
         let mut report = None;

@@ -19,7 +19,7 @@ use crate::control::{
 };
 use crate::controller::addressing::{checksum_neutral_v6, choose_v4, tun_name};
 use crate::controller::backoff::Backoff;
-use crate::controller::{ClatSpec, Controller, ExitInfo, RunningClat};
+use crate::controller::{ClatSpec, Controller, RunningClat};
 use crate::discovery::dns::{query_dns64, Dns64Answer};
 use crate::discovery::state::PrefixState;
 use crate::discovery::DiscoveryError;
@@ -30,8 +30,6 @@ use crate::watch::{Inventory, Uplink};
 
 /// How long one RFC 7050 query may take before it counts as failed.
 const DNS64_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a translator gets to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +63,15 @@ pub struct DaemonOptions {
 enum Event {
     Net(NetEvent),
     WatchFailed(String),
-    Dns64 { ifindex: u32, result: Result<Dns64Answer, DiscoveryError> },
-    ChildExited { ifindex: u32, generation: u64, info: ExitInfo },
+    Dns64 {
+        ifindex: u32,
+        result: Result<Dns64Answer, DiscoveryError>,
+    },
+    /// The translator of that CLAT generation has exited (not yet reaped).
+    ChildExited {
+        ifindex: u32,
+        generation: u64,
+    },
 }
 
 /// A CLAT the daemon started, with everything needed to stop it exactly.
@@ -102,7 +107,11 @@ struct LinkState {
 impl LinkState {
     fn new(config: &Config) -> Self {
         Self {
-            prefix: PrefixState::new(config.discovery.order.clone(), None, std::time::Instant::now()),
+            prefix: PrefixState::new(
+                config.discovery.order.clone(),
+                None,
+                std::time::Instant::now(),
+            ),
             dns_in_flight: false,
             clat: None,
             backoff: Backoff::default(),
@@ -245,7 +254,11 @@ impl Daemon {
             Event::Dns64 { ifindex, result } => {
                 if let Some(link) = self.links.get_mut(&ifindex) {
                     link.dns_in_flight = false;
-                    let name = self.inventory.links.get(&ifindex).map_or("?", |u| u.name.as_str());
+                    let name = self
+                        .inventory
+                        .links
+                        .get(&ifindex)
+                        .map_or("?", |u| u.name.as_str());
                     match &result {
                         Ok(a) => tracing::info!(
                             uplink = name,
@@ -259,12 +272,25 @@ impl Daemon {
                     link.prefix.on_dns64_result(&result, now.into_std());
                 }
             }
-            Event::ChildExited { ifindex, generation, info } => {
-                let Some(link) = self.links.get_mut(&ifindex) else { return };
-                let Some(clat) = link.clat.as_mut() else { return };
+            Event::ChildExited {
+                ifindex,
+                generation,
+            } => {
+                let Some(link) = self.links.get_mut(&ifindex) else {
+                    return;
+                };
+                let Some(clat) = link.clat.as_mut() else {
+                    return;
+                };
                 if clat.generation != generation {
                     return;
                 }
+                let info = match clat.running.child().map(|c| c.try_reap()) {
+                    Some(Ok(Some(info))) => info.to_string(),
+                    Some(Ok(None)) => return, // still running: a spurious wake-up
+                    Some(Err(e)) => format!("cannot reap: {e}"),
+                    None => "no translator".to_string(),
+                };
                 clat.child_alive = false;
                 let delay = link.backoff.on_exit(now.into_std());
                 tracing::warn!(
@@ -307,7 +333,10 @@ impl Daemon {
         }
         match self.controller.remove_leftovers().await {
             Ok(removed) if !removed.is_empty() => {
-                tracing::info!("removed leftovers of an earlier run: {}", removed.join(", "))
+                tracing::info!(
+                    "removed leftovers of an earlier run: {}",
+                    removed.join(", ")
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot clean leftovers of an earlier run: {e}"),
@@ -329,8 +358,12 @@ impl Daemon {
         self.inventory.expire(now_std);
 
         // Links that disappeared: stop their CLATs (the tun may already be gone with them).
-        let gone: Vec<u32> =
-            self.links.keys().copied().filter(|i| !self.inventory.links.contains_key(i)).collect();
+        let gone: Vec<u32> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|i| !self.inventory.links.contains_key(i))
+            .collect();
         for ifindex in gone {
             if let Some(mut link) = self.links.remove(&ifindex) {
                 if let Some(clat) = link.clat.take() {
@@ -353,9 +386,12 @@ impl Daemon {
 
         let ifindexes: Vec<u32> = self.inventory.links.keys().copied().collect();
         for ifindex in ifindexes {
-            let Some(uplink) = self.inventory.links.get(&ifindex).cloned() else { continue };
+            let Some(uplink) = self.inventory.links.get(&ifindex).cloned() else {
+                continue;
+            };
             if !self.links.contains_key(&ifindex) {
-                self.links.insert(ifindex, LinkState::new(&self.opts.config));
+                self.links
+                    .insert(ifindex, LinkState::new(&self.opts.config));
             }
             self.reconcile_link(&uplink, now).await;
         }
@@ -364,7 +400,9 @@ impl Daemon {
     async fn reconcile_link(&mut self, uplink: &Uplink, now: Instant) {
         let now_std = now.into_std();
         let rule = self.opts.config.rule_for(&uplink.name).clone();
-        let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+        let Some(link) = self.links.get_mut(&uplink.ifindex) else {
+            return;
+        };
         let up = uplink.admin_up && uplink.carrier;
         if link.was_up && !up {
             // The next network may have another NAT64: ask again when the link is back.
@@ -372,7 +410,8 @@ impl Daemon {
         }
         link.was_up = up;
         link.prefix.set_static(rule.nat64_prefix);
-        link.prefix.set_pref64(uplink.pref64.as_ref().map(|p| (p.prefix, p.expires)));
+        link.prefix
+            .set_pref64(uplink.pref64.as_ref().map(|p| (p.prefix, p.expires)));
 
         // RFC 7050 only where a CLAT could follow: enabled, up, addressed.
         if rule.enable
@@ -441,7 +480,9 @@ impl Daemon {
                         self.stop_clat(clat, &why).await;
                     }
                 }
-                let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+                let Some(link) = self.links.get_mut(&uplink.ifindex) else {
+                    return;
+                };
                 let due = link.restart_at.is_none_or(|t| t <= now);
                 if !due {
                     return;
@@ -470,10 +511,15 @@ impl Daemon {
 
     async fn start_clat(&mut self, uplink: &Uplink, plan: ClatPlan) {
         let now = Instant::now();
-        let taken: Vec<Ipv4Addr> =
-            self.links.values().filter_map(|l| l.clat.as_ref().map(|c| c.running.spec.v4)).collect();
+        let taken: Vec<Ipv4Addr> = self
+            .links
+            .values()
+            .filter_map(|l| l.clat.as_ref().map(|c| c.running.spec.v4))
+            .collect();
         let result = self.try_start(uplink, &plan, &taken).await;
-        let Some(link) = self.links.get_mut(&uplink.ifindex) else { return };
+        let Some(link) = self.links.get_mut(&uplink.ifindex) else {
+            return;
+        };
         match result {
             Ok(mut active) => {
                 self.generation += 1;
@@ -532,10 +578,15 @@ impl Daemon {
             mtu: plan.uplink_mtu,
             route_metric: plan.route_metric,
             clatd_path: self.opts.clatd_path.clone(),
+            route_table: None,
             fwmark: None,
             extra_fds: vec![(rx, "-r"), (tx, "-w")],
         };
-        let running = self.controller.start(spec).await.map_err(|e| e.to_string())?;
+        let running = self
+            .controller
+            .start(spec)
+            .await
+            .map_err(|e| e.to_string())?;
 
         // Step 5: the ingress guard (drops the kernel's copy of packets to the CLAT address)
         // and, when enabled, the fast path.
@@ -550,18 +601,31 @@ impl Daemon {
             uplink_is_ethernet: uplink.kind.as_deref() != Some("tun"),
         };
         let (bpf, bpf_reason) = match ClatBpf::attach(&bpf_cfg) {
-            Ok(b) => (Some(b), if want_fast { None } else { Some("disabled by config".into()) }),
+            Ok(b) => (
+                Some(b),
+                if want_fast {
+                    None
+                } else {
+                    Some("disabled by config".into())
+                },
+            ),
             Err(e) if plan.fast_path == FastPathMode::On => {
                 let errs = self.controller.stop(running).await;
                 for err in errs {
                     tracing::warn!("undo after failed fast path: {err}");
                 }
-                return Err(format!("fast_path = \"on\" but the eBPF fast path cannot attach: {e}"));
+                return Err(format!(
+                    "fast_path = \"on\" but the eBPF fast path cannot attach: {e}"
+                ));
             }
             Err(e) if want_fast => {
                 tracing::warn!(uplink = %uplink.name, "eBPF fast path unavailable, userspace only: {e}");
                 // Still try the guard alone.
-                let guard = ClatBpf::attach(&ClatBpfConfig { fast_path: false, ..bpf_cfg }).ok();
+                let guard = ClatBpf::attach(&ClatBpfConfig {
+                    fast_path: false,
+                    ..bpf_cfg
+                })
+                .ok();
                 (guard, Some(e.to_string()))
             }
             Err(e) => {
@@ -577,7 +641,12 @@ impl Daemon {
         }
         if let Some(b) = &bpf {
             if b.fast_path() {
-                let filter = rx_filter(v6, Some(&FastPathExclusion { prefix: plan.prefix }));
+                let filter = rx_filter(
+                    v6,
+                    Some(&FastPathExclusion {
+                        prefix: plan.prefix,
+                    }),
+                );
                 use std::os::fd::AsFd;
                 if let Err(e) = set_rx_filter(rx_copy.as_fd(), &filter) {
                     tracing::warn!(uplink = %uplink.name, "cannot narrow the receive filter: {e}");
@@ -598,8 +667,12 @@ impl Daemon {
         let now = Instant::now();
         self.generation += 1;
         let generation = self.generation;
-        let Some(link) = self.links.get_mut(&ifindex) else { return };
-        let Some(clat) = link.clat.as_mut() else { return };
+        let Some(link) = self.links.get_mut(&ifindex) else {
+            return;
+        };
+        let Some(clat) = link.clat.as_mut() else {
+            return;
+        };
         match self.controller.restart_translator(&mut clat.running).await {
             Ok(()) => {
                 clat.generation = generation;
@@ -658,9 +731,10 @@ impl Daemon {
                 ),
                 (Some(Decision::Run(_)), None) => match link.and_then(|l| l.failure.clone()) {
                     Some(f) => (UplinkState::Backoff, Some(f)),
-                    None if self.opts.dry_run => {
-                        (UplinkState::Waiting, Some("dry-run: would start a CLAT".into()))
-                    }
+                    None if self.opts.dry_run => (
+                        UplinkState::Waiting,
+                        Some("dry-run: would start a CLAT".into()),
+                    ),
                     None => (UplinkState::Waiting, Some("starting".into())),
                 },
                 (Some(Decision::Skip { state, reason }), None) => (
@@ -703,7 +777,9 @@ impl Daemon {
                 v4_ifindex: clat.map(|c| c.running.tun_ifindex),
                 pid: clat.filter(|c| c.child_alive).map(|c| c.running.pid),
                 restarts: link.map_or(0, |l| l.backoff.restarts()),
-                fast_path: clat.and_then(|c| c.bpf.as_ref()).is_some_and(ClatBpf::fast_path),
+                fast_path: clat
+                    .and_then(|c| c.bpf.as_ref())
+                    .is_some_and(ClatBpf::fast_path),
                 fast_path_reason: clat.and_then(|_| link.and_then(|l| l.fast_path_reason.clone())),
                 last_exit: link.and_then(|l| l.last_exit.clone()),
                 counters,
@@ -756,19 +832,52 @@ impl PendingClat {
     }
 }
 
-/// Report the child's exit to the loop, without polling (pidfd readiness).
+/// Report the child's exit to the loop, without polling: a second pidfd of our own becomes
+/// readable when the child terminates. Reaping stays with the controller's `ChildWatch`.
 fn watch_child(events: &mpsc::Sender<Event>, ifindex: u32, clat: &ActiveClat) {
-    let exit = clat.running.exit_watch();
+    let pid = clat.running.pid;
     let generation = clat.generation;
     let tx = events.clone();
     tokio::spawn(async move {
-        let info = exit.await;
-        let _ = tx.send(Event::ChildExited { ifindex, generation, info }).await;
+        if let Err(e) = pidfd_terminated(pid).await {
+            tracing::warn!(pid, "cannot watch translator: {e}");
+            return;
+        }
+        let _ = tx
+            .send(Event::ChildExited {
+                ifindex,
+                generation,
+            })
+            .await;
     });
 }
 
+/// Resolves when process `pid` (our child) has terminated.
+async fn pidfd_terminated(pid: i32) -> std::io::Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(pid_t, unsigned flags) takes no pointers; it returns a new descriptor
+    // or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded, so `raw` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as std::os::fd::RawFd) };
+    // SAFETY: `fd` is an open descriptor moved into the AsyncFd, which keeps it open and
+    // unchanged for its whole life.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    let _guard = afd.readable().await?;
+    Ok(())
+}
+
 fn has_usable_v6(uplink: &Uplink) -> bool {
-    uplink.v6_addrs.iter().any(|a| a.global && !a.tentative && !a.dad_failed)
+    uplink
+        .v6_addrs
+        .iter()
+        .any(|a| a.global && !a.tentative && !a.dad_failed)
 }
 
 /// 64 random bits for the CLAT's interface identifier (RFC 7217-style freshness is enough:

@@ -20,8 +20,8 @@
 //!    Address and route go with the link if it is deleted, so only the link can be left over.
 
 pub mod addressing;
-pub mod backoff;
 pub mod anycast;
+pub mod backoff;
 pub mod netconf;
 pub mod spawn;
 pub mod tun;
