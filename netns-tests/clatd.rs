@@ -700,3 +700,79 @@ fn ping_and_tcp_with_a_40_bit_prefix() {
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
 }
+
+#[test]
+fn fragments_both_ways_and_fragmentation_needed_from_the_translator() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    // A narrower uplink than the tun allows: 1300 - 40 (IPv6) + 20 (IPv4) = 1280 for IPv4
+    // packets with DF. clatd reads the uplink MTU at start.
+    sh(&[
+        "ip", "-n", &t.client, "link", "set", &t.uplink, "mtu", "1300",
+    ]);
+    // The peer's side too, or its fragments would not fit the client's side of the veth.
+    let peer_if = t.uplink.replacen("t5c", "t5p", 1);
+    sh(&["ip", "-n", &t.peer, "link", "set", &peer_if, "mtu", "1300"]);
+    t.spawn_clatd(None, &[]);
+    let client = t.client.clone();
+
+    // 3000 bytes of UDP: fragmented by the client's IPv4 stack, translated fragment by
+    // fragment (each cut again to fit the narrower uplink), reassembled by the peer, echoed
+    // in IPv6 fragments, translated back and reassembled by the client. (Fragmented ICMP is
+    // not translatable without reassembly, RFC 7915 §4.2, so it is not used here.)
+    static BIG: [u8; 3000] = [0x42; 3000];
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, &BIG), "fragmented UDP");
+
+    // A 1400-byte UDP datagram with DF set fits the tun but not the uplink: the translator
+    // answers with ICMP "fragmentation needed" through the tun, and the client's kernel learns
+    // the path MTU.
+    let mtu = in_netns(&client, move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.connect((SERVER_V4, port)).unwrap();
+        let fd = s.as_raw_fd();
+        let val: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: an int option on an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let big = vec![0x5au8; 1400];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let _ = s.send(&big);
+            thread::sleep(Duration::from_millis(100));
+            let mut mtu: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: an int option read into a live int.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU,
+                    (&mut mtu as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            if mtu < 1472 || Instant::now() > deadline {
+                return mtu;
+            }
+        }
+    });
+    assert_eq!(
+        mtu, 1280,
+        "path MTU learnt from the translator's ICMP error"
+    );
+    // Smaller datagrams still go through.
+    assert!(udp_roundtrip(&client, port, b"small enough"));
+
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+}
