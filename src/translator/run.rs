@@ -178,13 +178,19 @@ impl IoLoop {
         let c = self.translator.counters();
         let io = &self.io;
         format!(
-            "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {}; \
+            "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {} \
+             (not ours {}, malformed {}, other {}), fragments made {}, icmp errors sent {}; \
              rx {} (truncated {}), tun-in {}, tx {} (errors {}, waits {}), tun-out {} (errors {})",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
             c.v6_to_v4_bytes,
             c.dropped,
+            c.dropped_not_ours,
+            c.dropped_malformed,
+            c.dropped_other,
+            c.fragments_made,
+            c.icmp_errors_sent,
             io.rx_packets,
             io.rx_truncated,
             io.tun_read_packets,
