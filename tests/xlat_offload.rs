@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
-mod common;
+mod xlat_common;
 
 use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, VnetHdr};
-use common::*;
+use xlat_common::*;
 
 /// A TCP or UDP segment whose checksum field holds the folded pseudo-header sum only, as the
 /// kernel leaves it for CHECKSUM_PARTIAL.
@@ -265,4 +265,20 @@ fn inconsistent_offload_metadata_is_refused() {
         v4_off(&mut t, &needs_csum(20, 16), &pkt).0,
         Verdict::Dropped(DropReason::NotOurs)
     );
+}
+
+#[test]
+fn data_valid_is_not_claimed_for_fragments() {
+    let mut t = Translator::new(cfg_with("2001:db8:64::/96", 1280));
+    let seg = udp(1, 2, &payload(2000, 6), &Pseudo::V4(CLAT4, REMOTE4), false);
+    let mut h4 = V4::new(CLAT4, REMOTE4, 17);
+    h4.df = false;
+    let h = VnetHdr {
+        flags: VnetHdr::F_DATA_VALID,
+        ..VnetHdr::default()
+    };
+    let (v, oh, out) = v4_off(&mut t, &h, &h4.build(&seg));
+    assert_eq!(v, Verdict::Translated);
+    assert_eq!(out.len(), 2);
+    assert_eq!(oh, VnetHdr::default());
 }

@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
-mod common;
+mod xlat_common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, VnetHdr, XlatConfig};
-use common::*;
+use xlat_common::*;
 use proptest::prelude::*;
 
 const LENGTHS: [&str; 6] = [

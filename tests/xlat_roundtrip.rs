@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
-mod common;
+mod xlat_common;
 
 use std::net::Ipv4Addr;
 
 use autoclat::xlat::{PacketBatch, Translator, Verdict, XlatConfig};
-use common::*;
+use xlat_common::*;
 
 const LENGTHS: [&str; 6] = [
     "2001:db8::/32",

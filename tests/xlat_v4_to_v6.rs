@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::type_complexity)]
 
-mod common;
+mod xlat_common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, IPV4_DUMMY};
-use common::*;
+use xlat_common::*;
 
 fn run(t: &mut Translator, pkt: &[u8]) -> (Verdict, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut v6 = PacketBatch::default();

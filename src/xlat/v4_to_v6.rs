@@ -226,10 +226,10 @@ impl Translator {
             let c = cs::update(cs::finish(cs::add(0, payload)), addr_old, addr_new);
             let c = if h.proto == 17 { cs::udp_nonzero(c) } else { c };
             patch = Patch::csum(at, c);
-            if let Some(o) = off {
-                o.partial_kept = false;
-                o.l4_start_out = 48;
-            }
+        }
+        if let Some(o) = off {
+            o.partial_kept = false;
+            o.l4_start_out = 48;
         }
         // DF clear: fragment into IPv6 fragments that fit the uplink MTU, each a multiple of
         // eight bytes but the last, keeping the IPv4 Identification.
