@@ -96,6 +96,8 @@ struct Topology {
     server_v6: Ipv6Addr,
     tun: Option<OwnedFd>,
     child: Option<Child>,
+    /// Run clatd as this uid/gid (with no supplementary groups) instead of root.
+    run_as: Option<u32>,
     logs: Option<mpsc::Receiver<String>>,
 }
 
@@ -126,6 +128,7 @@ impl Topology {
             server_v6: prefix.embed(SERVER_V4),
             tun: None,
             child: None,
+            run_as: None,
             logs: None,
         };
         let (c, p, up) = (t.client.clone(), t.peer.clone(), t.uplink.clone());
@@ -292,6 +295,21 @@ impl Topology {
         // before the fork.
         unsafe {
             cmd.pre_exec(move || pass_fds_and_enter(&fds, ns_raw));
+        }
+        if let Some(id) = self.run_as {
+            // SAFETY: async-signal-safe system calls only; runs after the closure above, so
+            // after setns (which needs the privileges dropped here).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(id) != 0
+                        || libc::setuid(id) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().unwrap();
         drop(sockets);
@@ -773,6 +791,32 @@ fn fragments_both_ways_and_fragmentation_needed_from_the_translator() {
     // Smaller datagrams still go through.
     assert!(udp_roundtrip(&client, port, b"small enough"));
 
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+#[test]
+fn runs_without_privileges_on_inherited_sockets() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    let (rx, tx) = t.open_sockets();
+    // nobody/nogroup: no capabilities at all; everything clatd needs is already open.
+    t.run_as = Some(65534);
+    t.spawn_clatd(Some((rx, tx)), &[]);
+    let pid = t.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    assert!(cap_eff.ends_with("0000000000000000"), "{cap_eff}");
+
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 56), 2);
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 128 << 10);
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
 }

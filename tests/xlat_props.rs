@@ -9,8 +9,8 @@ mod xlat_common;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use autoclat::xlat::{DropReason, PacketBatch, Translator, Verdict, VnetHdr, XlatConfig};
-use xlat_common::*;
 use proptest::prelude::*;
+use xlat_common::*;
 
 const LENGTHS: [&str; 6] = [
     "2001:db8::/32",
