@@ -96,6 +96,8 @@ struct Topology {
     server_v6: Ipv6Addr,
     tun: Option<OwnedFd>,
     child: Option<Child>,
+    /// Run clatd as this uid/gid (with no supplementary groups) instead of root.
+    run_as: Option<u32>,
     logs: Option<mpsc::Receiver<String>>,
 }
 
@@ -126,6 +128,7 @@ impl Topology {
             server_v6: prefix.embed(SERVER_V4),
             tun: None,
             child: None,
+            run_as: None,
             logs: None,
         };
         let (c, p, up) = (t.client.clone(), t.peer.clone(), t.uplink.clone());
@@ -292,6 +295,21 @@ impl Topology {
         // before the fork.
         unsafe {
             cmd.pre_exec(move || pass_fds_and_enter(&fds, ns_raw));
+        }
+        if let Some(id) = self.run_as {
+            // SAFETY: async-signal-safe system calls only; runs after the closure above, so
+            // after setns (which needs the privileges dropped here).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(id) != 0
+                        || libc::setuid(id) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd.spawn().unwrap();
         drop(sockets);
@@ -697,6 +715,108 @@ fn ping_and_tcp_with_a_40_bit_prefix() {
     assert!(udp_roundtrip(&client, port, b"forty bits"));
     let port = tcp_echo_server(&t.peer, t.server_v6);
     tcp_roundtrip(&client, port, 256 << 10);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+#[test]
+fn fragments_both_ways_and_fragmentation_needed_from_the_translator() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    // A narrower uplink than the tun allows: 1300 - 40 (IPv6) + 20 (IPv4) = 1280 for IPv4
+    // packets with DF. clatd reads the uplink MTU at start.
+    sh(&[
+        "ip", "-n", &t.client, "link", "set", &t.uplink, "mtu", "1300",
+    ]);
+    // The peer's side too, or its fragments would not fit the client's side of the veth.
+    let peer_if = t.uplink.replacen("t5c", "t5p", 1);
+    sh(&["ip", "-n", &t.peer, "link", "set", &peer_if, "mtu", "1300"]);
+    t.spawn_clatd(None, &[]);
+    let client = t.client.clone();
+
+    // 3000 bytes of UDP: fragmented by the client's IPv4 stack, translated fragment by
+    // fragment (each cut again to fit the narrower uplink), reassembled by the peer, echoed
+    // in IPv6 fragments, translated back and reassembled by the client. (Fragmented ICMP is
+    // not translatable without reassembly, RFC 7915 §4.2, so it is not used here.)
+    static BIG: [u8; 3000] = [0x42; 3000];
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, &BIG), "fragmented UDP");
+
+    // A 1400-byte UDP datagram with DF set fits the tun but not the uplink: the translator
+    // answers with ICMP "fragmentation needed" through the tun, and the client's kernel learns
+    // the path MTU.
+    let mtu = in_netns(&client, move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.connect((SERVER_V4, port)).unwrap();
+        let fd = s.as_raw_fd();
+        let val: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: an int option on an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let big = vec![0x5au8; 1400];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let _ = s.send(&big);
+            thread::sleep(Duration::from_millis(100));
+            let mut mtu: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: an int option read into a live int.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU,
+                    (&mut mtu as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            if mtu < 1472 || Instant::now() > deadline {
+                return mtu;
+            }
+        }
+    });
+    assert_eq!(
+        mtu, 1280,
+        "path MTU learnt from the translator's ICMP error"
+    );
+    // Smaller datagrams still go through.
+    assert!(udp_roundtrip(&client, port, b"small enough"));
+
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+#[test]
+fn runs_without_privileges_on_inherited_sockets() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    let (rx, tx) = t.open_sockets();
+    // nobody/nogroup: no capabilities at all; everything clatd needs is already open.
+    t.run_as = Some(65534);
+    t.spawn_clatd(Some((rx, tx)), &[]);
+    let pid = t.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    let cap_eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    assert!(cap_eff.ends_with("0000000000000000"), "{cap_eff}");
+
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 56), 2);
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 128 << 10);
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
 }

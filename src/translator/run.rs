@@ -56,6 +56,8 @@ pub struct IoCounters {
     pub tun_read_packets: u64,
     /// Bytes of those.
     pub tun_read_bytes: u64,
+    /// Non-IPv4 packets read from the tun (the host's IPv6 stack talking on it), skipped.
+    pub tun_non_ipv4: u64,
     /// IPv6 packets sent on the uplink.
     pub tx_packets: u64,
     /// IPv6 packets the kernel refused or that found the send queue full.
@@ -178,16 +180,23 @@ impl IoLoop {
         let c = self.translator.counters();
         let io = &self.io;
         format!(
-            "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {}; \
-             rx {} (truncated {}), tun-in {}, tx {} (errors {}, waits {}), tun-out {} (errors {})",
+            "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {} \
+             (not ours {}, malformed {}, other {}), fragments made {}, icmp errors sent {}; \
+             rx {} (truncated {}), tun-in {} (non-IPv4 {}), tx {} (errors {}, waits {}), tun-out {} (errors {})",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
             c.v6_to_v4_bytes,
             c.dropped,
+            c.dropped_not_ours,
+            c.dropped_malformed,
+            c.dropped_other,
+            c.fragments_made,
+            c.icmp_errors_sent,
             io.rx_packets,
             io.rx_truncated,
             io.tun_read_packets,
+            io.tun_non_ipv4,
             io.tx_packets,
             io.tx_errors,
             io.tx_waits,
@@ -362,6 +371,12 @@ impl IoLoop {
                 break;
             }
             let len = n as usize;
+            if self.tun_buf[0] >> 4 != 4 {
+                // Router solicitations and MLD reports when IPv6 is not disabled on the tun:
+                // nothing to translate, and not worth a "malformed" count.
+                self.io.tun_non_ipv4 += 1;
+                continue;
+            }
             self.io.tun_read_packets += 1;
             self.io.tun_read_bytes += len as u64;
             self.translator
