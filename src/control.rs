@@ -80,6 +80,8 @@ pub struct UplinkStatus {
     pub v6: Option<Ipv6Addr>,
     pub v4_iface: Option<String>,
     pub v4_ifindex: Option<u32>,
+    /// The metric of the IPv4 default route through `v4_iface`.
+    pub route_metric: Option<u32>,
     pub pid: Option<i32>,
     pub restarts: u32,
     /// Whether the eBPF fast path is attached.
@@ -125,6 +127,9 @@ impl UplinkStatus {
         }
         if let Some(idx) = self.v4_ifindex {
             line.push_str(&format!(" v4ifindex={idx}"));
+        }
+        if let Some(m) = self.route_metric {
+            line.push_str(&format!(" metric={m}"));
         }
         if let Some(pid) = self.pid {
             line.push_str(&format!(" pid={pid}"));
@@ -280,6 +285,7 @@ mod tests {
             v6: Some("2001:db8:1::1234".parse().unwrap()),
             v4_iface: Some("v4-eth0".into()),
             v4_ifindex: Some(7),
+            route_metric: Some(2048),
             pid: Some(4242),
             restarts: 0,
             fast_path: true,

@@ -85,7 +85,6 @@ struct ActiveClat {
     /// Incremented on every (re)spawn, so exit events of an older child are ignored.
     generation: u64,
     child_alive: bool,
-    started_at: Instant,
 }
 
 /// Per-link state that outlives individual CLATs.
@@ -331,6 +330,13 @@ impl Daemon {
         if self.opts.dry_run {
             return;
         }
+        // Translators a killed run left behind still hold their tun: stop them first.
+        if let Ok(inv) = crate::watch::netlink::dump().await {
+            for link in inv.links.values().filter(|l| l.is_ours()) {
+                crate::controller::leftovers::stop_tun_holders(&link.name, Duration::from_secs(2))
+                    .await;
+            }
+        }
         match self.controller.remove_leftovers().await {
             Ok(removed) if !removed.is_empty() => {
                 tracing::info!(
@@ -511,12 +517,15 @@ impl Daemon {
 
     async fn start_clat(&mut self, uplink: &Uplink, plan: ClatPlan) {
         let now = Instant::now();
-        let taken: Vec<Ipv4Addr> = self
-            .links
-            .values()
-            .filter_map(|l| l.clat.as_ref().map(|c| c.running.spec.v4))
-            .collect();
-        let result = self.try_start(uplink, &plan, &taken).await;
+        let running = || self.links.values().filter_map(|l| l.clat.as_ref());
+        let taken: Vec<Ipv4Addr> = running().map(|c| c.running.spec.v4).collect();
+        // The kernel refuses two IPv4 default routes with one metric: a second CLAT with the
+        // same configured metric takes the next free one (status shows which).
+        let mut metric = plan.route_metric;
+        while running().any(|c| c.running.spec.route_metric == metric) {
+            metric = metric.saturating_add(1);
+        }
+        let result = self.try_start(uplink, &plan, &taken, metric).await;
         let Some(link) = self.links.get_mut(&uplink.ifindex) else {
             return;
         };
@@ -526,6 +535,7 @@ impl Daemon {
                 active.generation = self.generation;
                 link.failure = None;
                 link.restart_at = None;
+                link.backoff.on_start(now.into_std());
                 link.fast_path_reason = active.bpf_reason.take();
                 let active = active.into_active();
                 watch_child(&self.events, uplink.ifindex, &active);
@@ -555,6 +565,7 @@ impl Daemon {
         uplink: &Uplink,
         plan: &ClatPlan,
         taken: &[Ipv4Addr],
+        route_metric: u32,
     ) -> Result<PendingClat, String> {
         if !self.opts.clatd_path.exists() {
             return Err(format!(
@@ -576,7 +587,7 @@ impl Daemon {
             v6,
             prefix: plan.prefix,
             mtu: plan.uplink_mtu,
-            route_metric: plan.route_metric,
+            route_metric,
             clatd_path: self.opts.clatd_path.clone(),
             route_table: None,
             fwmark: None,
@@ -677,7 +688,7 @@ impl Daemon {
             Ok(()) => {
                 clat.generation = generation;
                 clat.child_alive = true;
-                clat.started_at = now;
+                link.backoff.on_start(now.into_std());
                 link.restart_at = None;
                 link.failure = None;
                 tracing::info!(uplink = %clat.plan.uplink, "translator restarted (pid {})", clat.running.pid);
@@ -775,6 +786,7 @@ impl Daemon {
                 v6: clat.map(|c| c.running.spec.v6),
                 v4_iface: clat.map(|c| c.running.spec.tun_name.clone()),
                 v4_ifindex: clat.map(|c| c.running.tun_ifindex),
+                route_metric: clat.map(|c| c.running.spec.route_metric),
                 pid: clat.filter(|c| c.child_alive).map(|c| c.running.pid),
                 restarts: link.map_or(0, |l| l.backoff.restarts()),
                 fast_path: clat
@@ -827,7 +839,6 @@ impl PendingClat {
             rx_fd: self.rx_fd,
             generation: self.generation,
             child_alive: true,
-            started_at: Instant::now(),
         }
     }
 }

@@ -113,6 +113,19 @@ fn uplink_mtu(name: &str) -> io::Result<u32> {
 fn run(args: &ClatdArgs) -> anyhow::Result<()> {
     // Signals first, so a SIGTERM during start-up is not lost (it stays pending).
     let signals = signal_fd().context("signals")?;
+    // Die with the supervisor: a killed autoclat must not leave a translator (and with it the
+    // tun, its address and route) behind. The signal arrives through the signal fd as usual.
+    let parent = nix::unistd::getppid();
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
+        tracing::warn!(
+            "cannot ask for SIGTERM on supervisor death: {}",
+            io::Error::last_os_error()
+        );
+    }
+    if nix::unistd::getppid() != parent {
+        anyhow::bail!("the supervisor exited while the translator was starting");
+    }
 
     let tun_info = check_tun(args.tun_fd).map_err(|e| anyhow!("-t {}: {e}", args.tun_fd))?;
     set_cloexec(args.tun_fd).with_context(|| format!("-t {}", args.tun_fd))?;

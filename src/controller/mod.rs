@@ -22,6 +22,7 @@
 pub mod addressing;
 pub mod anycast;
 pub mod backoff;
+pub mod leftovers;
 pub mod netconf;
 pub mod spawn;
 pub mod tun;
