@@ -573,8 +573,19 @@ impl Daemon {
                 self.opts.clatd_path.display()
             ));
         }
+        // A CLAT address of its own while 192.0.0.0/29 has one free; beyond that, CLATs share
+        // one (an address may sit on several interfaces, and only the CLAT with the best route
+        // carries new connections), so any number of uplinks can have a CLAT.
+        let foreign = || {
+            self.inventory
+                .links
+                .values()
+                .filter(|l| !l.is_ours())
+                .flat_map(|l| l.v4_addrs.iter().map(|a| a.addr))
+        };
         let v4 = choose_v4(self.inventory.v4_addresses_in_use(), taken)
-            .ok_or("no free address in 192.0.0.0/29 for the CLAT")?;
+            .or_else(|| choose_v4(foreign(), &[]))
+            .ok_or("every address of 192.0.0.0/29 is in use by other software")?;
         let v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
         let rx = open_rx(uplink.ifindex, v6, None).map_err(|e| format!("receive socket: {e}"))?;
         let rx_copy = rx.try_clone().map_err(|e| format!("receive socket: {e}"))?;
