@@ -61,7 +61,9 @@ struct Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        // A failed test may leave its fake translator behind: end it (only ours, by argv[0]).
+        // A failed test may leave its fake translator behind: end it (only ours, by argv[0],
+        // once a just-spawned one has finished its exec).
+        std::thread::sleep(Duration::from_millis(100));
         for pid in processes_named(&format!("clatd-{}", self.uplink)) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -425,7 +427,12 @@ fn start_configures_everything_and_stop_removes_it() {
         let (n, rfd, wfd): (i32, i32, i32) = (n.parse().unwrap(), rfd.parse().unwrap(), wfd.parse().unwrap());
         let mut want = vec![0, 1, 2, n, rfd, wfd];
         want.sort();
-        assert_eq!(descriptors(pid), want, "the child holds only 0, 1, 2 and the passed ones");
+        let held = descriptors(pid);
+        let targets: Vec<String> = held
+            .iter()
+            .map(|fd| format!("{fd}->{:?}", std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()))
+            .collect();
+        assert_eq!(held, want, "the child holds only 0, 1, 2 and the passed ones: {targets:?}");
         assert_tun_fd(pid, n, &tun);
         let sock = std::fs::read_link(format!("/proc/{pid}/fd/{rfd}")).unwrap();
         assert!(sock.to_string_lossy().starts_with("socket:"), "{sock:?}");
@@ -603,6 +610,7 @@ fn a_crashed_translator_is_restarted_on_the_same_tun() {
         let second = clat.pid;
         ctl.restart_translator(&mut clat).await.unwrap();
         assert!(!Path::new(&format!("/proc/{second}")).exists());
+        wait_exec(clat.pid);
         assert_eq!(
             processes_named(&format!("clatd-{}", t.uplink)),
             vec![clat.pid]
