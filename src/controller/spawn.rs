@@ -508,7 +508,23 @@ mod tests {
     }
 
     /// The descriptor numbers a live process holds, read from outside it.
+    /// posix_spawn returns once the child has its new address space, a moment before the kernel
+    /// has loaded the program (argv, close-on-exec): wait for that.
+    fn wait_exec(pid: Pid) {
+        for _ in 0..200 {
+            if !std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .is_empty()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{pid} did not finish its exec");
+    }
+
     pub(crate) fn open_descriptors(pid: Pid) -> Vec<RawFd> {
+        wait_exec(pid);
         let mut fds: Vec<RawFd> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
@@ -522,7 +538,6 @@ mod tests {
         let payload: OwnedFd = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap().into();
         let target = ReservedFd::new().unwrap();
         let n = target.number();
-        // posix_spawn returns after the exec, so /proc/PID/fd is already the program's table.
         // (Read from outside: a shell listing its own descriptors would add its own, e.g. dash's
         // saved descriptors at 10 and up.)
         let pid = spawn_translator(
@@ -536,15 +551,15 @@ mod tests {
         let watch = ChildWatch::new(pid).unwrap();
         assert_eq!(open_descriptors(pid), vec![0, 1, 2, n]);
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        assert_eq!(cmdline, b"clatd-test\01000\0");
+        assert_eq!(cmdline, b"clatd-test\x001000\x00");
         watch.stop(Duration::from_secs(5)).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_descriptor_without_cloexec_does_not_leak() {
         let leaky: OwnedFd = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap().into();
-        // SAFETY: clearing FD_CLOEXEC on our own open descriptor.
         assert_eq!(
+            // SAFETY: clearing FD_CLOEXEC on our own open descriptor.
             unsafe { libc::fcntl(leaky.as_raw_fd(), libc::F_SETFD, 0) },
             0
         );
