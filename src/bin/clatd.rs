@@ -180,13 +180,17 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         mtu6,
     };
     tracing::info!(
-        "{}[{ifindex}] {} {} -> {} tun {} (fd {}), mtu {mtu6}{}{}{}",
+        "{}[{ifindex}] {} {} -> {} tun {} (fd {}{}), mtu {mtu6}{}{}{}",
         args.uplink,
         args.prefix,
         args.v6,
         args.v4,
         tun_info.name,
         args.tun_fd,
+        tun_info
+            .vnet_hdr_len
+            .map(|l| format!(", virtio header {l}"))
+            .unwrap_or_default(),
         args.fwmark
             .map(|m| format!(", mark {m:#x}"))
             .unwrap_or_default(),
@@ -205,6 +209,7 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         tun: std::os::fd::AsFd::as_fd(&tun),
         rx: std::os::fd::AsFd::as_fd(&rx),
         tx: std::os::fd::AsFd::as_fd(&tx),
+        tun_vnet_hdr: tun_info.vnet_hdr_len,
     };
     let result = io_loop.run(fds, &signals);
     match result {

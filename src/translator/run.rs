@@ -6,6 +6,12 @@
 //! tun until `EAGAIN` or a batch is full), translated into reusable [`PacketBatch`]es, and
 //! written in batches (`sendmmsg` on the raw socket, `write` on the tun). All buffers are
 //! allocated once; nothing is allocated per packet.
+//!
+//! When the tun carries a `virtio_net_hdr` before every packet (`IFF_VNET_HDR`, as the
+//! supervisor sets it up with TSO), one tun read can be a 64 KiB TCP super-packet with a
+//! partial checksum: it is translated whole, then cut into IPv6 segments with complete
+//! checksums ([`to_wire_packets`]), because a raw socket takes neither GSO nor partial
+//! checksums. Packets written to such a tun get a zeroed header (no offload).
 
 use std::io;
 use std::mem;
@@ -16,12 +22,17 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::csum::complete_ipv6_checksum;
 use super::sockets::enable_auxdata;
-use crate::xlat::{Counters, PacketBatch, Translator};
+use crate::xlat::{to_wire_packets, Counters, PacketBatch, Translator, VnetHdr};
 
 /// Packets read per system call (receive socket) or per round (tun).
 pub const BATCH: usize = 32;
 /// Room for one received packet: a GRO-merged IPv6 packet can reach 64 KiB.
 pub const SLOT: usize = 65536;
+/// Packets per `sendmmsg`: a 64 KiB super-packet from the tun makes about 45 segments.
+const TX_BATCH: usize = 128;
+/// Largest virtio header accepted on the tun (10, or 12 with `num_buffers`; newer kernels
+/// have 20-byte forms with hash reports).
+pub const MAX_VNET_HDR: usize = 64;
 /// Control buffer per received packet, in u64 words (CMSG_SPACE of a tpacket_auxdata is 40).
 const CMSG_WORDS: usize = 8;
 /// How long a full send queue may hold the loop before packets are dropped.
@@ -54,6 +65,12 @@ pub struct IoCounters {
     pub rx_truncated: u64,
     /// IPv4 packets read from the tun.
     pub tun_read_packets: u64,
+    /// Of those, TCP super-packets (GSO) cut into segments here.
+    pub tun_gso_packets: u64,
+    /// IPv6 segments made from them.
+    pub segments_made: u64,
+    /// Translated packets whose offload metadata could not be honoured (dropped).
+    pub offload_errors: u64,
     /// Bytes of those.
     pub tun_read_bytes: u64,
     /// Non-IPv4 packets read from the tun (the host's IPv6 stack talking on it), skipped.
@@ -110,6 +127,9 @@ pub struct Fds<'a> {
     pub rx: BorrowedFd<'a>,
     /// The uplink raw IPv6 socket (IPv6 out), non-blocking.
     pub tx: BorrowedFd<'a>,
+    /// The size of the `virtio_net_hdr` before every packet on the tun, if it has
+    /// `IFF_VNET_HDR` ([`super::TunInfo::vnet_hdr_len`]); at most [`MAX_VNET_HDR`].
+    pub tun_vnet_hdr: Option<usize>,
 }
 
 /// The I/O loop of one CLAT.
@@ -122,8 +142,12 @@ pub struct IoLoop {
     rx_hdr: Vec<libc::mmsghdr>,
     /// Per slot: room for the `PACKET_AUXDATA` control message (u64 for alignment).
     rx_cmsg: Vec<u64>,
-    /// One tun read at a time.
+    /// One tun read at a time (room for a virtio header and a 64 KiB packet).
     tun_buf: Vec<u8>,
+    /// A translated super-packet before it is cut into segments (vnet header mode).
+    gso_v6: PacketBatch,
+    /// Zeroes: the virtio header written before every packet into a vnet-header tun.
+    zero_hdr: [u8; MAX_VNET_HDR],
     to_v6: PacketBatch,
     to_v4: PacketBatch,
     tx_iov: Vec<libc::iovec>,
@@ -153,12 +177,14 @@ impl IoLoop {
             rx_iov: Vec::with_capacity(BATCH),
             rx_hdr: Vec::with_capacity(BATCH),
             rx_cmsg: vec![0; BATCH * CMSG_WORDS],
-            tun_buf: vec![0; SLOT],
+            tun_buf: vec![0; MAX_VNET_HDR + SLOT],
+            gso_v6: PacketBatch::with_capacity(SLOT + 2048),
+            zero_hdr: [0; MAX_VNET_HDR],
             to_v6: PacketBatch::with_capacity(BATCH * 2048),
             to_v4: PacketBatch::with_capacity(BATCH * 2048),
-            tx_iov: Vec::with_capacity(BATCH),
-            tx_addr: Vec::with_capacity(BATCH),
-            tx_hdr: Vec::with_capacity(BATCH),
+            tx_iov: Vec::with_capacity(TX_BATCH),
+            tx_addr: Vec::with_capacity(TX_BATCH),
+            tx_hdr: Vec::with_capacity(TX_BATCH),
             tx_err_log: Throttle::default(),
             tun_err_log: Throttle::default(),
             rx_err_log: Throttle::default(),
@@ -182,7 +208,8 @@ impl IoLoop {
         format!(
             "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {} \
              (not ours {}, malformed {}, other {}), fragments made {}, icmp errors sent {}; \
-             rx {} (truncated {}), tun-in {} (non-IPv4 {}), tx {} (errors {}, waits {}), tun-out {} (errors {})",
+             rx {} (truncated {}), tun-in {} (non-IPv4 {}, super-packets {} cut into {} segments, \
+             offload errors {}), tx {} (errors {}, waits {}), tun-out {} (errors {})",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
@@ -197,6 +224,9 @@ impl IoLoop {
             io.rx_truncated,
             io.tun_read_packets,
             io.tun_non_ipv4,
+            io.tun_gso_packets,
+            io.segments_made,
+            io.offload_errors,
             io.tx_packets,
             io.tx_errors,
             io.tx_waits,
@@ -216,6 +246,12 @@ impl IoLoop {
                 source: io::Error::other(other.to_string()),
             },
         })?;
+        if fds.tun_vnet_hdr.is_some_and(|l| l > MAX_VNET_HDR) {
+            return Err(sys(
+                "virtio header on the tun",
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
         let mut more = false;
         loop {
             let mut pfd = [
@@ -370,17 +406,47 @@ impl IoLoop {
                 full = false;
                 break;
             }
-            let len = n as usize;
-            if self.tun_buf[0] >> 4 != 4 {
+            let n = n as usize;
+            let hdr_len = fds.tun_vnet_hdr.unwrap_or(0);
+            let Some(pkt) = self.tun_buf.get(hdr_len..n) else {
+                self.io.tun_non_ipv4 += 1;
+                continue;
+            };
+            if pkt.first().is_none_or(|b| b >> 4 != 4) {
                 // Router solicitations and MLD reports when IPv6 is not disabled on the tun:
                 // nothing to translate, and not worth a "malformed" count.
                 self.io.tun_non_ipv4 += 1;
                 continue;
             }
             self.io.tun_read_packets += 1;
-            self.io.tun_read_bytes += len as u64;
-            self.translator
-                .ipv4_to_ipv6(&self.tun_buf[..len], &mut self.to_v6, &mut self.to_v4);
+            self.io.tun_read_bytes += pkt.len() as u64;
+            if fds.tun_vnet_hdr.is_none() {
+                self.translator
+                    .ipv4_to_ipv6(pkt, &mut self.to_v6, &mut self.to_v4);
+                continue;
+            }
+            let hdr = VnetHdr::from_le_bytes(&self.tun_buf[..hdr_len]).unwrap_or_default();
+            if hdr.gso_type != VnetHdr::GSO_NONE {
+                self.io.tun_gso_packets += 1;
+            }
+            self.gso_v6.clear();
+            let (_, out_hdr) =
+                self.translator
+                    .ipv4_to_ipv6_offload(&hdr, pkt, &mut self.gso_v6, &mut self.to_v4);
+            for translated in self.gso_v6.iter() {
+                match to_wire_packets(&out_hdr, translated, &mut self.to_v6) {
+                    Ok(k) if out_hdr.gso_type != VnetHdr::GSO_NONE => {
+                        self.io.segments_made += k as u64;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.io.offload_errors += 1;
+                        if self.tun_err_log.hit() {
+                            tracing::warn!("tun packet with {hdr:?}: {e}");
+                        }
+                    }
+                }
+            }
         }
         self.flush(fds)?;
         Ok(full)
@@ -392,16 +458,29 @@ impl IoLoop {
             self.send_v6(fds.tx)?;
         }
         if !self.to_v4.is_empty() {
-            self.write_v4(fds.tun);
+            self.write_v4(fds.tun, fds.tun_vnet_hdr.unwrap_or(0));
         }
         Ok(())
     }
 
-    /// `write` each IPv4 packet to the tun; failures are counted, never fatal.
-    fn write_v4(&mut self, tun: BorrowedFd<'_>) {
+    /// `write` each IPv4 packet to the tun, after a zeroed virtio header of `hdr_len` bytes
+    /// (none when 0); failures are counted, never fatal.
+    fn write_v4(&mut self, tun: BorrowedFd<'_>, hdr_len: usize) {
+        let hdr = &self.zero_hdr[..hdr_len.min(MAX_VNET_HDR)];
         for pkt in self.to_v4.iter() {
-            // SAFETY: `pkt` is a live slice of its length.
-            let n = unsafe { libc::write(tun.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_ptr().cast_mut().cast(),
+                    iov_len: hdr.len(),
+                },
+                libc::iovec {
+                    iov_base: pkt.as_ptr().cast_mut().cast(),
+                    iov_len: pkt.len(),
+                },
+            ];
+            // SAFETY: both iovecs describe live slices of their lengths, which the kernel
+            // only reads.
+            let n = unsafe { libc::writev(tun.as_raw_fd(), iov.as_ptr(), 2) };
             if n < 0 {
                 self.io.tun_write_errors += 1;
                 if self.tun_err_log.hit() {
@@ -422,7 +501,7 @@ impl IoLoop {
             self.tx_iov.clear();
             self.tx_addr.clear();
             self.tx_hdr.clear();
-            for pkt in pkts.by_ref().take(BATCH) {
+            for pkt in pkts.by_ref().take(TX_BATCH) {
                 self.tx_iov.push(libc::iovec {
                     iov_base: pkt.as_ptr().cast_mut().cast(),
                     iov_len: pkt.len(),
