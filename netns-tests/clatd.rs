@@ -32,6 +32,7 @@ const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const CHILD_TUN_FD: RawFd = 10;
 const CHILD_RX_FD: RawFd = 11;
 const CHILD_TX_FD: RawFd = 12;
+const CHILD_GSO_FD: RawFd = 13;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -98,6 +99,8 @@ struct Topology {
     child: Option<Child>,
     /// Run clatd as this uid/gid (with no supplementary groups) instead of root.
     run_as: Option<u32>,
+    /// A GSO send socket to pass as `-g` at the next spawn.
+    gso_sock: Option<OwnedFd>,
     logs: Option<mpsc::Receiver<String>>,
 }
 
@@ -136,6 +139,7 @@ impl Topology {
             tun: None,
             child: None,
             run_as: None,
+            gso_sock: None,
             logs: None,
         };
         let (c, p, up) = (t.client.clone(), t.peer.clone(), t.uplink.clone());
@@ -307,6 +311,11 @@ impl Topology {
             fds.push((rx_raw, CHILD_RX_FD));
             fds.push((tx_raw, CHILD_TX_FD));
         }
+        let gso_sock = self.gso_sock.take();
+        if let Some(g) = &gso_sock {
+            fds.push((g.as_raw_fd(), CHILD_GSO_FD));
+            cmd.args(["-g", &CHILD_GSO_FD.to_string()]);
+        }
         // SAFETY: the closure only makes async-signal-safe system calls (dup2, fcntl, setns)
         // on descriptors that stay open in the parent until spawn returns; `fds` is allocated
         // before the fork.
@@ -330,6 +339,7 @@ impl Topology {
         }
         let mut child = cmd.spawn().unwrap();
         drop(sockets);
+        drop(gso_sock);
         let stderr = child.stderr.take().unwrap();
         self.child = Some(child);
         let (tx, rx) = mpsc::channel();
@@ -378,6 +388,14 @@ impl Topology {
             }
         }
         (status, lines)
+    }
+
+    /// Open the GSO send socket inside the client namespace, as the supervisor does.
+    fn open_gso_socket(&self) -> OwnedFd {
+        let ifindex = self.ifindex;
+        in_netns(&self.client, move || {
+            autoclat::translator::open_gso_tx(ifindex, None).unwrap()
+        })
     }
 
     /// Open the uplink sockets inside the client namespace, as the supervisor does.
@@ -960,6 +978,52 @@ fn tcp_upload_of_tso_super_packets_through_a_vnet_header_tun() {
     assert_eq!(counter(last, "(errors"), 0, "{last}");
 }
 
+/// Upload through clatd with a GSO send socket: super-packets leave whole, with their
+/// virtio header, to the router's MAC. With `software`, the uplink does neither checksum
+/// nor segmentation offload, so the kernel does both from the header's offsets and the peer
+/// verifies every checksum: wrong offsets would corrupt or drop the data.
+fn upload_with_gso_socket(software: bool) {
+    let mut t = Topology::with_tun(PREFIX, true);
+    if software {
+        sh(&[
+            "ip", "netns", "exec", &t.client, "ethtool", "-K", &t.uplink, "tx", "off", "tso",
+            "off", "gso", "off",
+        ]);
+    }
+    let (rx, tx) = t.open_sockets();
+    t.gso_sock = Some(t.open_gso_socket());
+    t.spawn_clatd(Some((rx, tx)), &[]);
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 1400), 2, "ping through clatd");
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 1 << 20);
+    let port = tcp_hash_server(&t.peer, t.server_v6);
+    tcp_upload(&client, port, 20 << 20);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    let last = logs.iter().rev().find(|l| l.contains("exiting")).unwrap();
+    assert!(counter(last, "gso sent") > 0, "{last}");
+    assert_eq!(counter(last, "offload errors"), 0, "{last}");
+    let gso_errors = last
+        .split("gso sent")
+        .nth(1)
+        .map(|r| counter(r, "(errors"))
+        .unwrap();
+    assert_eq!(gso_errors, 0, "{last}");
+}
+
+#[test]
+fn tcp_upload_with_super_packets_sent_whole_on_a_gso_socket() {
+    require_root!();
+    upload_with_gso_socket(false);
+}
+
+#[test]
+fn tcp_upload_on_a_gso_socket_with_software_checksums_and_segmentation() {
+    require_root!();
+    upload_with_gso_socket(true);
+}
+
 /// iperf3 -J: the receiver's rate in Gbit/s.
 fn iperf3_gbits(ns: &str, args: &[&str]) -> f64 {
     let mut cmd = vec!["ip", "netns", "exec", ns, "iperf3", "-J", "-t", "5"];
@@ -974,14 +1038,24 @@ fn iperf3_gbits(ns: &str, args: &[&str]) -> f64 {
 
 /// Not a test: `cargo test --release --test netns_clatd -- --ignored --nocapture iperf3`
 /// prints upload and download rates through clatd (plain tun and the supervisor's vnet tun)
-/// beside native IPv6 on the same veths. `CLATD_BIN` selects another clatd build.
+/// beside native IPv6 on the same veths. `CLATD_BIN` selects another clatd build;
+/// `CLATD_BENCH_TUN=plain` (or `vnet`) measures one kind of tun only.
 #[test]
 #[ignore]
 fn iperf3_through_clatd_against_native_ipv6() {
     require_root!();
-    for supervisor_tun in [false, true] {
+    let only = std::env::var("CLATD_BENCH_TUN").ok();
+    for (supervisor_tun, gso_socket) in [(false, false), (true, false), (true, true)] {
+        match only.as_deref() {
+            Some("plain") if supervisor_tun => continue,
+            Some("vnet") if !supervisor_tun => continue,
+            _ => {}
+        }
         let mut t = Topology::with_tun(PREFIX, supervisor_tun);
         let (rx, tx) = t.open_sockets();
+        if gso_socket {
+            t.gso_sock = Some(t.open_gso_socket());
+        }
         t.spawn_clatd(Some((rx, tx)), &[]);
         let mut server = Command::new("ip")
             .args(["netns", "exec", &t.peer, "iperf3", "-s", "-B"])
@@ -999,10 +1073,10 @@ fn iperf3_through_clatd_against_native_ipv6() {
         let _ = server.kill();
         let _ = server.wait();
         let (_, logs) = t.stop_clatd();
-        let kind = if supervisor_tun {
-            "vnet+TSO tun"
-        } else {
-            "plain tun"
+        let kind = match (supervisor_tun, gso_socket) {
+            (false, _) => "plain tun",
+            (true, false) => "vnet+TSO tun, cut in clatd",
+            (true, true) => "vnet+TSO tun, GSO socket",
         };
         println!(
             "{kind}: upload clatd {clat_up:.2} Gbit/s vs native IPv6 {native_up:.2} ({:.2}x); \

@@ -11,7 +11,12 @@
 //! supervisor sets it up with TSO), one tun read can be a 64 KiB TCP super-packet with a
 //! partial checksum: it is translated whole, then cut into IPv6 segments with complete
 //! checksums ([`to_wire_packets`]), because a raw socket takes neither GSO nor partial
-//! checksums. Packets written to such a tun get a zeroed header (no offload).
+//! checksums — unless a GSO send socket ([`GsoSend`], a packet socket with
+//! `PACKET_VNET_HDR`) is given: then a super-packet goes out whole, with its virtio header,
+//! to the next hop's link-layer address ([`NextHops`]), and the kernel or the device cuts it,
+//! as for native IPv6. Without a usable neighbour entry the packet takes the raw socket, so the
+//! kernel resolves (or re-confirms) the neighbour. Packets written to a vnet-header tun get a
+//! zeroed header (no offload).
 
 use std::io;
 use std::mem;
@@ -21,6 +26,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::csum::complete_ipv6_checksum;
+use super::neigh::NextHops;
 use super::sockets::enable_auxdata;
 use crate::xlat::{to_wire_packets, Counters, PacketBatch, Translator, VnetHdr};
 
@@ -71,6 +77,12 @@ pub struct IoCounters {
     pub segments_made: u64,
     /// Translated packets whose offload metadata could not be honoured (dropped).
     pub offload_errors: u64,
+    /// Super-packets sent whole on the GSO socket.
+    pub gso_sent: u64,
+    /// Super-packets the GSO socket refused (then cut and sent on the raw socket).
+    pub gso_errors: u64,
+    /// Next-hop lookups over rtnetlink.
+    pub neigh_lookups: u64,
     /// Bytes of those.
     pub tun_read_bytes: u64,
     /// Non-IPv4 packets read from the tun (the host's IPv6 stack talking on it), skipped.
@@ -130,6 +142,21 @@ pub struct Fds<'a> {
     /// The size of the `virtio_net_hdr` before every packet on the tun, if it has
     /// `IFF_VNET_HDR` ([`super::TunInfo::vnet_hdr_len`]); at most [`MAX_VNET_HDR`].
     pub tun_vnet_hdr: Option<usize>,
+    /// The GSO send socket (packet socket with `PACKET_VNET_HDR` on the uplink), if any.
+    /// Used only with a vnet-header tun and [`IoLoop::set_gso`].
+    pub gso: Option<BorrowedFd<'a>>,
+}
+
+/// How to send super-packets on the GSO socket.
+#[derive(Debug)]
+pub struct GsoSend {
+    /// The uplink's interface index.
+    pub ifindex: u32,
+    /// The uplink's Ethernet address: the source of the frames.
+    pub src_mac: [u8; 6],
+    /// Next-hop resolution on Ethernet (frames get a 14-byte header); `None` on a link
+    /// without link-layer header (the frame is the IPv6 packet).
+    pub next_hops: Option<NextHops>,
 }
 
 /// The I/O loop of one CLAT.
@@ -154,6 +181,7 @@ pub struct IoLoop {
     tx_addr: Vec<libc::sockaddr_in6>,
     tx_hdr: Vec<libc::mmsghdr>,
     tx_err_log: Throttle,
+    gso: Option<GsoSend>,
     tun_err_log: Throttle,
     rx_err_log: Throttle,
 }
@@ -186,9 +214,15 @@ impl IoLoop {
             tx_addr: Vec::with_capacity(TX_BATCH),
             tx_hdr: Vec::with_capacity(TX_BATCH),
             tx_err_log: Throttle::default(),
+            gso: None,
             tun_err_log: Throttle::default(),
             rx_err_log: Throttle::default(),
         }
+    }
+
+    /// Send TCP super-packets whole on the GSO socket ([`Fds::gso`]).
+    pub fn set_gso(&mut self, gso: GsoSend) {
+        self.gso = Some(gso);
     }
 
     /// The translation counters.
@@ -209,7 +243,8 @@ impl IoLoop {
             "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {} \
              (not ours {}, malformed {}, other {}), fragments made {}, icmp errors sent {}; \
              rx {} (truncated {}), tun-in {} (non-IPv4 {}, super-packets {} cut into {} segments, \
-             offload errors {}), tx {} (errors {}, waits {}), tun-out {} (errors {})",
+             offload errors {}), gso sent {} (errors {}, neighbour lookups {}), \
+             tx {} (errors {}, waits {}), tun-out {} (errors {})",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
@@ -227,6 +262,9 @@ impl IoLoop {
             io.tun_gso_packets,
             io.segments_made,
             io.offload_errors,
+            io.gso_sent,
+            io.gso_errors,
+            io.neigh_lookups,
             io.tx_packets,
             io.tx_errors,
             io.tx_waits,
@@ -433,7 +471,13 @@ impl IoLoop {
             let (_, out_hdr) =
                 self.translator
                     .ipv4_to_ipv6_offload(&hdr, pkt, &mut self.gso_v6, &mut self.to_v4);
-            for translated in self.gso_v6.iter() {
+            let batch = mem::take(&mut self.gso_v6);
+            for translated in batch.iter() {
+                if out_hdr.gso_type != VnetHdr::GSO_NONE
+                    && self.send_whole(fds, &out_hdr, translated)?
+                {
+                    continue;
+                }
                 match to_wire_packets(&out_hdr, translated, &mut self.to_v6) {
                     Ok(k) if out_hdr.gso_type != VnetHdr::GSO_NONE => {
                         self.io.segments_made += k as u64;
@@ -447,9 +491,128 @@ impl IoLoop {
                     }
                 }
             }
+            self.gso_v6 = batch;
         }
         self.flush(fds)?;
         Ok(full)
+    }
+
+    /// Send one translated super-packet whole on the GSO socket, after everything queued
+    /// for the raw socket (so a flow's packets keep their order). False when it has to be cut
+    /// and sent on the raw socket instead: no GSO socket, no usable neighbour entry, or the
+    /// kernel refused it.
+    fn send_whole(&mut self, fds: Fds<'_>, hdr: &VnetHdr, pkt: &[u8]) -> Result<bool, RunError> {
+        let (Some(fd), Some(gso)) = (fds.gso, self.gso.as_mut()) else {
+            return Ok(false);
+        };
+        let Some(dst) = pkt.get(24..40) else {
+            return Ok(false);
+        };
+        let mut dst16 = [0u8; 16];
+        dst16.copy_from_slice(dst);
+        let mac = match gso.next_hops.as_mut() {
+            Some(nh) => {
+                let before = nh.lookups;
+                let mac = nh.lookup(std::net::Ipv6Addr::from(dst16), std::time::Instant::now());
+                self.io.neigh_lookups += nh.lookups - before;
+                match mac {
+                    Some(m) => Some(m),
+                    None => return Ok(false),
+                }
+            }
+            None => None,
+        };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_IPV6 as u16).to_be();
+        sll.sll_ifindex = gso.ifindex as i32;
+        if let Some(m) = mac {
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&m);
+        }
+        // Ethernet: destination, source, EtherType IPv6.
+        let mut eth = [0u8; 14];
+        if let Some(m) = mac {
+            eth[..6].copy_from_slice(&m);
+            eth[6..12].copy_from_slice(&gso.src_mac);
+            eth[12..].copy_from_slice(&(libc::ETH_P_IPV6 as u16).to_be_bytes());
+        }
+        let eth = if mac.is_some() { &eth[..] } else { &eth[..0] };
+        // The virtio header's offsets count from the start of the frame.
+        let ll = eth.len() as u16;
+        let wire = VnetHdr {
+            csum_start: if hdr.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+                hdr.csum_start + ll
+            } else {
+                hdr.csum_start
+            },
+            hdr_len: if hdr.hdr_len != 0 {
+                hdr.hdr_len + ll
+            } else {
+                0
+            },
+            ..*hdr
+        }
+        .to_le_bytes();
+        if !self.to_v6.is_empty() {
+            self.send_v6(fds.tx)?;
+            self.to_v6.clear();
+        }
+        let mut iov = [
+            libc::iovec {
+                iov_base: wire.as_ptr().cast_mut().cast(),
+                iov_len: wire.len(),
+            },
+            libc::iovec {
+                iov_base: eth.as_ptr().cast_mut().cast(),
+                iov_len: eth.len(),
+            },
+            libc::iovec {
+                iov_base: pkt.as_ptr().cast_mut().cast(),
+                iov_len: pkt.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        let mut waited = false;
+        loop {
+            // SAFETY: `msg` points at `sll` and at `iov`, whose entries describe live slices;
+            // all outlive the call, and the kernel only reads them.
+            let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                self.io.gso_sent += 1;
+                self.io.tx_packets += 1;
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) if !waited => {
+                    waited = true;
+                    self.io.tx_waits += 1;
+                    wait_writable(fd);
+                }
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    self.io.tx_errors += 1;
+                    return Ok(true);
+                }
+                Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT) => {
+                    return Err(sys("sendmsg(GSO socket)", e));
+                }
+                _ => {
+                    self.io.gso_errors += 1;
+                    if self.tx_err_log.hit() {
+                        tracing::warn!("sendmsg(GSO socket): {e}; cutting the packet instead");
+                    }
+                    return Ok(false);
+                }
+            }
+        }
     }
 
     /// Write everything the last step produced.
