@@ -1,6 +1,6 @@
 //! `clatd`: the 464XLAT translator for one uplink, compatible with Android clatd's flags.
 //!
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD]`
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD]`
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on bad flags. Every failure
 //! is one line on stderr.

@@ -1,5 +1,5 @@
 //! `clatd`'s command line, compatible with Android's clatd:
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD]`.
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD]`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
