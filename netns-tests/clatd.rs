@@ -944,7 +944,7 @@ fn tcp_upload_of_tso_super_packets_through_a_vnet_header_tun() {
     let (rx, tx) = t.open_sockets();
     t.spawn_clatd(Some((rx, tx)), &[]);
     let client = t.client.clone();
-    // IPv6 is off on the supervisor's tun.
+    // IPv6 is off on the supervisor's tun, and its transmit queue is long.
     let v6 = sh_out(&[
         "ip",
         "-n",
@@ -956,6 +956,8 @@ fn tcp_upload_of_tso_super_packets_through_a_vnet_header_tun() {
         &t.tun_name,
     ]);
     assert!(v6.trim().is_empty(), "{v6}");
+    let link = sh_out(&["ip", "-n", &client, "link", "show", "dev", &t.tun_name]);
+    assert!(link.contains("qlen 5000"), "txqueuelen: {link}");
 
     // Both directions with a virtio header on every packet.
     assert_eq!(ping4(&client, SERVER_V4, 3, 1400), 3, "ping through clatd");

@@ -16,6 +16,9 @@ pub use super::filter::{rx_filter, FastPathExclusion};
 /// translator is busy with the previous batch.
 pub const RX_BUFFER_BYTES: c_int = 8 << 20;
 
+/// The send buffer of the GSO socket ([`open_gso_tx`]).
+pub const GSO_SEND_BUFFER_BYTES: c_int = 4 << 20;
+
 /// Why a socket could not be opened or configured.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -227,6 +230,24 @@ pub fn open_gso_tx(ifindex: u32, fwmark: Option<u32>) -> Result<OwnedFd, SocketE
     if let Some(mark) = fwmark {
         setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_MARK, &mark)
             .map_err(sys("setsockopt(SO_MARK)"))?;
+    }
+    // Room for a few dozen 64 KiB super-packets queued at a real NIC: with the default
+    // (about three of them) a burst would find the socket full and lose whole super-packets.
+    // SO_SNDBUFFORCE ignores wmem_max but needs CAP_NET_ADMIN; best effort either way.
+    if setsockopt(
+        fd.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        &GSO_SEND_BUFFER_BYTES,
+    )
+    .is_err()
+    {
+        let _ = setsockopt(
+            fd.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &GSO_SEND_BUFFER_BYTES,
+        );
     }
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
