@@ -32,6 +32,7 @@ const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const CHILD_TUN_FD: RawFd = 10;
 const CHILD_RX_FD: RawFd = 11;
 const CHILD_TX_FD: RawFd = 12;
+const CHILD_GSO_FD: RawFd = 13;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -98,6 +99,8 @@ struct Topology {
     child: Option<Child>,
     /// Run clatd as this uid/gid (with no supplementary groups) instead of root.
     run_as: Option<u32>,
+    /// A GSO send socket to pass as `-g` at the next spawn.
+    gso_sock: Option<OwnedFd>,
     logs: Option<mpsc::Receiver<String>>,
 }
 
@@ -116,6 +119,13 @@ impl Drop for Topology {
 
 impl Topology {
     fn new(prefix: &str) -> Self {
+        Self::with_tun(prefix, false)
+    }
+
+    /// With `supervisor_tun`, the tun is made by the supervisor's own
+    /// `controller::tun::open_tun` (virtio headers, TSO, IPv6 disabled) instead of a plain
+    /// `IFF_TUN | IFF_NO_PI` one.
+    fn with_tun(prefix: &str, supervisor_tun: bool) -> Self {
         let prefix: Nat64Prefix = prefix.parse().unwrap();
         let r = random_tag();
         let mut t = Topology {
@@ -129,6 +139,7 @@ impl Topology {
             tun: None,
             child: None,
             run_as: None,
+            gso_sock: None,
             logs: None,
         };
         let (c, p, up) = (t.client.clone(), t.peer.clone(), t.uplink.clone());
@@ -226,7 +237,15 @@ impl Topology {
 
         // The tun, created inside the client namespace, configured as the supervisor would.
         let name = t.tun_name.clone();
-        t.tun = Some(in_netns(&c, move || create_tun(&name)));
+        t.tun = Some(in_netns(&c, move || {
+            if supervisor_tun {
+                let dev = autoclat::controller::tun::open_tun(&name).unwrap();
+                assert!(dev.offload, "TUNSETOFFLOAD refused");
+                dev.fd
+            } else {
+                create_tun(&name)
+            }
+        }));
         let tn = t.tun_name.clone();
         sh(&[
             "ip",
@@ -261,7 +280,9 @@ impl Topology {
             Some((r, w)) => (r.as_raw_fd(), w.as_raw_fd()),
             None => (-1, -1),
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clatd"));
+        // CLATD_BIN: measure another build (benchmark below).
+        let bin = std::env::var("CLATD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_clatd").into());
+        let mut cmd = Command::new(bin);
         cmd.args([
             "-i",
             &self.uplink,
@@ -290,6 +311,11 @@ impl Topology {
             fds.push((rx_raw, CHILD_RX_FD));
             fds.push((tx_raw, CHILD_TX_FD));
         }
+        let gso_sock = self.gso_sock.take();
+        if let Some(g) = &gso_sock {
+            fds.push((g.as_raw_fd(), CHILD_GSO_FD));
+            cmd.args(["-g", &CHILD_GSO_FD.to_string()]);
+        }
         // SAFETY: the closure only makes async-signal-safe system calls (dup2, fcntl, setns)
         // on descriptors that stay open in the parent until spawn returns; `fds` is allocated
         // before the fork.
@@ -313,6 +339,7 @@ impl Topology {
         }
         let mut child = cmd.spawn().unwrap();
         drop(sockets);
+        drop(gso_sock);
         let stderr = child.stderr.take().unwrap();
         self.child = Some(child);
         let (tx, rx) = mpsc::channel();
@@ -361,6 +388,14 @@ impl Topology {
             }
         }
         (status, lines)
+    }
+
+    /// Open the GSO send socket inside the client namespace, as the supervisor does.
+    fn open_gso_socket(&self) -> OwnedFd {
+        let ifindex = self.ifindex;
+        in_netns(&self.client, move || {
+            autoclat::translator::open_gso_tx(ifindex, None).unwrap()
+        })
     }
 
     /// Open the uplink sockets inside the client namespace, as the supervisor does.
@@ -819,4 +854,240 @@ fn runs_without_privileges_on_inherited_sockets() {
     tcp_roundtrip(&client, port, 128 << 10);
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+/// A TCP server on the peer's server address that reads each connection to its end and
+/// answers with the byte count and the FNV-1a hash of what it read (16 bytes).
+fn tcp_hash_server(ns: &str, addr: Ipv6Addr) -> u16 {
+    server_in(
+        ns,
+        move || {
+            let l = TcpListener::bind((addr, 0)).unwrap();
+            let port = l.local_addr().unwrap().port();
+            (l, port)
+        },
+        |l| {
+            for mut c in l.incoming().map_while(Result::ok) {
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let (mut len, mut h) = (0u64, Fnv::new());
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        len += n as u64;
+                        h.feed(&buf[..n]);
+                    }
+                    let mut out = len.to_be_bytes().to_vec();
+                    out.extend_from_slice(&h.0.to_be_bytes());
+                    let _ = c.write_all(&out);
+                });
+            }
+        },
+    )
+}
+
+/// FNV-1a, 64 bits.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Upload `len` bytes over TCP/IPv4 from the client namespace to the hash server; panics
+/// unless the server saw exactly those bytes.
+fn tcp_upload(ns: &str, port: u16, len: usize) {
+    in_netns(ns, move || {
+        let to = SocketAddr::from((SERVER_V4, port));
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut h = Fnv::new();
+        h.feed(&data);
+        c.write_all(&data).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = [0u8; 16];
+        c.read_exact(&mut answer).unwrap();
+        let got_len = u64::from_be_bytes(answer[..8].try_into().unwrap());
+        let got_hash = u64::from_be_bytes(answer[8..].try_into().unwrap());
+        assert_eq!(got_len, len as u64, "bytes received");
+        assert_eq!(got_hash, h.0, "hash of the bytes received");
+    })
+}
+
+/// The value after `label ` in a counters line, e.g. `super-packets 12`.
+fn counter(line: &str, label: &str) -> u64 {
+    let at = line
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {line}"))
+        + label.len();
+    line[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn tcp_upload_of_tso_super_packets_through_a_vnet_header_tun() {
+    require_root!();
+    let mut t = Topology::with_tun(PREFIX, true);
+    let (rx, tx) = t.open_sockets();
+    t.spawn_clatd(Some((rx, tx)), &[]);
+    let client = t.client.clone();
+    // IPv6 is off on the supervisor's tun, and its transmit queue is long.
+    let v6 = sh_out(&[
+        "ip",
+        "-n",
+        &client,
+        "-6",
+        "addr",
+        "show",
+        "dev",
+        &t.tun_name,
+    ]);
+    assert!(v6.trim().is_empty(), "{v6}");
+    let link = sh_out(&["ip", "-n", &client, "link", "show", "dev", &t.tun_name]);
+    assert!(link.contains("qlen 5000"), "txqueuelen: {link}");
+
+    // Both directions with a virtio header on every packet.
+    assert_eq!(ping4(&client, SERVER_V4, 3, 1400), 3, "ping through clatd");
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"hello through the vnet tun"));
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 1 << 20);
+    let port = tcp_hash_server(&t.peer, t.server_v6);
+    tcp_upload(&client, port, 20 << 20);
+
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    let last = logs.iter().rev().find(|l| l.contains("exiting")).unwrap();
+    // The host's TCP handed over super-packets, and clatd cut them up itself.
+    let supers = counter(last, "super-packets");
+    let segments = counter(last, "cut into");
+    assert!(supers > 0, "{last}");
+    assert!(segments > supers, "{last}");
+    assert_eq!(counter(last, "offload errors"), 0, "{last}");
+    assert_eq!(counter(last, "(errors"), 0, "{last}");
+}
+
+/// Upload through clatd with a GSO send socket: super-packets leave whole, with their
+/// virtio header, to the router's MAC. With `software`, the uplink does neither checksum
+/// nor segmentation offload, so the kernel does both from the header's offsets and the peer
+/// verifies every checksum: wrong offsets would corrupt or drop the data.
+fn upload_with_gso_socket(software: bool) {
+    let mut t = Topology::with_tun(PREFIX, true);
+    if software {
+        sh(&[
+            "ip", "netns", "exec", &t.client, "ethtool", "-K", &t.uplink, "tx", "off", "tso",
+            "off", "gso", "off",
+        ]);
+    }
+    let (rx, tx) = t.open_sockets();
+    t.gso_sock = Some(t.open_gso_socket());
+    t.spawn_clatd(Some((rx, tx)), &[]);
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 1400), 2, "ping through clatd");
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 1 << 20);
+    let port = tcp_hash_server(&t.peer, t.server_v6);
+    tcp_upload(&client, port, 20 << 20);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    let last = logs.iter().rev().find(|l| l.contains("exiting")).unwrap();
+    assert!(counter(last, "gso sent") > 0, "{last}");
+    assert_eq!(counter(last, "offload errors"), 0, "{last}");
+    let gso_errors = last
+        .split("gso sent")
+        .nth(1)
+        .map(|r| counter(r, "(errors"))
+        .unwrap();
+    assert_eq!(gso_errors, 0, "{last}");
+}
+
+#[test]
+fn tcp_upload_with_super_packets_sent_whole_on_a_gso_socket() {
+    require_root!();
+    upload_with_gso_socket(false);
+}
+
+#[test]
+fn tcp_upload_on_a_gso_socket_with_software_checksums_and_segmentation() {
+    require_root!();
+    upload_with_gso_socket(true);
+}
+
+/// iperf3 -J: the receiver's rate in Gbit/s.
+fn iperf3_gbits(ns: &str, args: &[&str]) -> f64 {
+    let mut cmd = vec!["ip", "netns", "exec", ns, "iperf3", "-J", "-t", "5"];
+    cmd.extend_from_slice(args);
+    let out = sh_out(&cmd);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e9
+}
+
+/// Not a test: `cargo test --release --test netns_clatd -- --ignored --nocapture iperf3`
+/// prints upload and download rates through clatd (plain tun and the supervisor's vnet tun)
+/// beside native IPv6 on the same veths. `CLATD_BIN` selects another clatd build;
+/// `CLATD_BENCH_TUN=plain` (or `vnet`) measures one kind of tun only.
+#[test]
+#[ignore]
+fn iperf3_through_clatd_against_native_ipv6() {
+    require_root!();
+    let only = std::env::var("CLATD_BENCH_TUN").ok();
+    for (supervisor_tun, gso_socket) in [(false, false), (true, false), (true, true)] {
+        match only.as_deref() {
+            Some("plain") if supervisor_tun => continue,
+            Some("vnet") if !supervisor_tun => continue,
+            _ => {}
+        }
+        let mut t = Topology::with_tun(PREFIX, supervisor_tun);
+        let (rx, tx) = t.open_sockets();
+        if gso_socket {
+            t.gso_sock = Some(t.open_gso_socket());
+        }
+        t.spawn_clatd(Some((rx, tx)), &[]);
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &t.peer, "iperf3", "-s", "-B"])
+            .arg(t.server_v6.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_millis(300));
+        let s6 = t.server_v6.to_string();
+        let s4 = SERVER_V4.to_string();
+        let native_up = iperf3_gbits(&t.client, &["-c", &s6]);
+        let clat_up = iperf3_gbits(&t.client, &["-c", &s4]);
+        let native_down = iperf3_gbits(&t.client, &["-c", &s6, "-R"]);
+        let clat_down = iperf3_gbits(&t.client, &["-c", &s4, "-R"]);
+        let _ = server.kill();
+        let _ = server.wait();
+        let (_, logs) = t.stop_clatd();
+        let kind = match (supervisor_tun, gso_socket) {
+            (false, _) => "plain tun",
+            (true, false) => "vnet+TSO tun, cut in clatd",
+            (true, true) => "vnet+TSO tun, GSO socket",
+        };
+        println!(
+            "{kind}: upload clatd {clat_up:.2} Gbit/s vs native IPv6 {native_up:.2} ({:.2}x); \
+             download clatd {clat_down:.2} vs native {native_down:.2} ({:.2}x)",
+            clat_up / native_up,
+            clat_down / native_down
+        );
+        if let Some(l) = logs.iter().rev().find(|l| l.contains("exiting")) {
+            println!("  {l}");
+        }
+    }
 }

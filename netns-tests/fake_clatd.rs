@@ -98,25 +98,28 @@ fn main() {
     let mut it = argv.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-i" | "-p" | "-4" | "-6" | "-t" | "-m" | "-n" | "-r" | "-w" => match it.next() {
-                Some(v) => {
-                    let key: &'static str = match a.as_str() {
-                        "-i" => "-i",
-                        "-p" => "-p",
-                        "-4" => "-4",
-                        "-6" => "-6",
-                        "-t" => "-t",
-                        "-m" => "-m",
-                        "-n" => "-n",
-                        "-r" => "-r",
-                        _ => "-w",
-                    };
-                    if flags.insert(key, v.clone()).is_some() {
-                        errors.push(format!("{a} given twice"));
+            "-i" | "-p" | "-4" | "-6" | "-t" | "-m" | "-n" | "-r" | "-w" | "-g" => {
+                match it.next() {
+                    Some(v) => {
+                        let key: &'static str = match a.as_str() {
+                            "-i" => "-i",
+                            "-p" => "-p",
+                            "-4" => "-4",
+                            "-6" => "-6",
+                            "-t" => "-t",
+                            "-m" => "-m",
+                            "-n" => "-n",
+                            "-r" => "-r",
+                            "-g" => "-g",
+                            _ => "-w",
+                        };
+                        if flags.insert(key, v.clone()).is_some() {
+                            errors.push(format!("{a} given twice"));
+                        }
                     }
+                    None => errors.push(format!("{a} needs a value")),
                 }
-                None => errors.push(format!("{a} needs a value")),
-            },
+            }
             other => errors.push(format!("unknown argument {other:?}")),
         }
     }
@@ -158,6 +161,7 @@ fn main() {
     let tun_fd = fd_flag("-t", &mut errors);
     let read_fd = fd_flag("-r", &mut errors);
     let write_fd = fd_flag("-w", &mut errors);
+    let gso_fd = fd_flag("-g", &mut errors);
 
     let fds = open_fds();
     let tun = tun_fd.and_then(tun_name);
@@ -177,14 +181,14 @@ fn main() {
             }
         }
     }
-    for (k, fd) in [("-r", read_fd), ("-w", write_fd)] {
+    for (k, fd) in [("-r", read_fd), ("-w", write_fd), ("-g", gso_fd)] {
         if let Some(fd) = fd {
             if !fds.get(&fd).is_some_and(|t| t.starts_with("socket:")) {
                 errors.push(format!("{k} fd {fd} is not a socket"));
             }
         }
     }
-    let allowed: Vec<i32> = [Some(0), Some(1), Some(2), tun_fd, read_fd, write_fd]
+    let allowed: Vec<i32> = [Some(0), Some(1), Some(2), tun_fd, read_fd, write_fd, gso_fd]
         .into_iter()
         .flatten()
         .collect();

@@ -590,6 +590,13 @@ impl Daemon {
         let rx = open_rx(uplink.ifindex, v6, None).map_err(|e| format!("receive socket: {e}"))?;
         let rx_copy = rx.try_clone().map_err(|e| format!("receive socket: {e}"))?;
         let tx = open_tx(uplink.ifindex, None).map_err(|e| format!("send socket: {e}"))?;
+        let mut extra_fds = vec![(rx, "-r"), (tx, "-w")];
+        // TCP super-packets from the tun leave whole through this one; without it the
+        // translator cuts them itself, which is slower but correct.
+        match crate::translator::open_gso_tx(uplink.ifindex, None) {
+            Ok(gso) => extra_fds.push((gso, "-g")),
+            Err(e) => tracing::warn!(uplink = %uplink.name, "GSO send socket: {e}"),
+        }
         let spec = ClatSpec {
             uplink: uplink.name.clone(),
             uplink_ifindex: uplink.ifindex,
@@ -602,7 +609,7 @@ impl Daemon {
             clatd_path: self.opts.clatd_path.clone(),
             route_table: None,
             fwmark: None,
-            extra_fds: vec![(rx, "-r"), (tx, "-w")],
+            extra_fds,
         };
         let running = self
             .controller

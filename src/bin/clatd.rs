@@ -1,6 +1,6 @@
 //! `clatd`: the 464XLAT translator for one uplink, compatible with Android clatd's flags.
 //!
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD]`
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD]`
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on bad flags. Every failure
 //! is one line on stderr.
@@ -12,10 +12,15 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 
+use autoclat::translator::neigh::NextHops;
 use autoclat::translator::run::signal_fd;
+use autoclat::translator::run::GsoSend;
+use autoclat::translator::sockets::has_vnet_hdr;
 use autoclat::translator::sockets::{bind_tx_source, socket_kind};
 use autoclat::translator::tun::{is_open, set_cloexec, set_nonblocking};
-use autoclat::translator::{check_tun, open_rx, open_tx, ClatdArgs, Exit, Fds, IoLoop};
+use autoclat::translator::{
+    check_tun, open_gso_tx, open_rx, open_tx, ClatdArgs, Exit, Fds, IoLoop,
+};
 use autoclat::xlat::{Translator, XlatConfig};
 
 fn main() -> ExitCode {
@@ -110,6 +115,76 @@ fn uplink_mtu(name: &str) -> io::Result<u32> {
     u32::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// The uplink's hardware type (`ARPHRD_*`) and address (SIOCGIFHWADDR needs no privileges).
+fn uplink_hw_type(name: &str) -> io::Result<(u16, [u8; 6])> {
+    // SAFETY: plain system call without pointers.
+    let s = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `s` was just returned by socket(2).
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `ifr`.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SIOCGIFHWADDR,
+            &mut ifr,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok((hw.sa_family, mac))
+}
+
+/// How super-packets can go out whole on this uplink: Ethernet (14-byte header, next hop
+/// looked up) or a link without link-layer header; `None` for anything else.
+fn gso_send(uplink: &str, ifindex: u32, fwmark: Option<u32>) -> Option<GsoSend> {
+    /// `ARPHRD_RAWIP` (cellular modems), not in libc.
+    const ARPHRD_RAWIP: u16 = 519;
+    let (hw, src_mac) = match uplink_hw_type(uplink) {
+        Ok(hw) => hw,
+        Err(e) => {
+            tracing::warn!("{uplink}: hardware type: {e}; no GSO sends");
+            return None;
+        }
+    };
+    match hw {
+        libc::ARPHRD_ETHER => match NextHops::new(ifindex, fwmark) {
+            Ok(nh) => Some(GsoSend {
+                ifindex,
+                src_mac,
+                next_hops: Some(nh),
+            }),
+            Err(e) => {
+                tracing::warn!("rtnetlink socket: {e}; no GSO sends");
+                None
+            }
+        },
+        libc::ARPHRD_NONE | ARPHRD_RAWIP => Some(GsoSend {
+            ifindex,
+            src_mac,
+            next_hops: None,
+        }),
+        other => {
+            tracing::info!("{uplink}: hardware type {other}: super-packets are cut here");
+            None
+        }
+    }
+}
+
 fn run(args: &ClatdArgs) -> anyhow::Result<()> {
     // Signals first, so a SIGTERM during start-up is not lost (it stays pending).
     let signals = signal_fd().context("signals")?;
@@ -167,6 +242,39 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
             .with_context(|| format!("send socket on {}", args.uplink))?,
     };
 
+    // The GSO send socket: inherited, or (run by hand, privileged) our own; without one,
+    // super-packets from a vnet-header tun are cut into segments here.
+    let gso_fd = match args.gso_fd {
+        Some(fd) => {
+            let owned = adopt('g', fd)?;
+            check_kind(
+                'g',
+                &owned,
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                "a raw packet socket",
+            )?;
+            if !has_vnet_hdr(std::os::fd::AsFd::as_fd(&owned)) {
+                bail!("-g {fd}: the packet socket has no PACKET_VNET_HDR");
+            }
+            Some(owned)
+        }
+        None if tun_info.vnet_hdr_len.is_some() && args.rx_fd.is_none() => {
+            match open_gso_tx(ifindex, args.fwmark) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::info!("no GSO send socket ({e}): super-packets are cut here");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let gso = match (&gso_fd, tun_info.vnet_hdr_len) {
+        (Some(_), Some(_)) => gso_send(&args.uplink, ifindex, args.fwmark),
+        _ => None,
+    };
+
     // Best effort: a socket the supervisor already bound (or a kernel without IPV6_FREEBIND)
     // still works, only a little slower.
     if let Err(e) = bind_tx_source(std::os::fd::AsFd::as_fd(&tx), args.v6) {
@@ -180,13 +288,17 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         mtu6,
     };
     tracing::info!(
-        "{}[{ifindex}] {} {} -> {} tun {} (fd {}), mtu {mtu6}{}{}{}",
+        "{}[{ifindex}] {} {} -> {} tun {} (fd {}{}), mtu {mtu6}{}{}{}{}",
         args.uplink,
         args.prefix,
         args.v6,
         args.v4,
         tun_info.name,
         args.tun_fd,
+        tun_info
+            .vnet_hdr_len
+            .map(|l| format!(", virtio header {l}"))
+            .unwrap_or_default(),
         args.fwmark
             .map(|m| format!(", mark {m:#x}"))
             .unwrap_or_default(),
@@ -198,13 +310,23 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         } else {
             ""
         },
+        if gso.is_some() { ", GSO sends" } else { "" },
     );
 
     let mut io_loop = IoLoop::new(Translator::new(cfg));
+    let gso_on = gso.is_some();
+    if let Some(g) = gso {
+        io_loop.set_gso(g);
+    }
     let fds = Fds {
         tun: std::os::fd::AsFd::as_fd(&tun),
         rx: std::os::fd::AsFd::as_fd(&rx),
         tx: std::os::fd::AsFd::as_fd(&tx),
+        tun_vnet_hdr: tun_info.vnet_hdr_len,
+        gso: gso_fd
+            .as_ref()
+            .filter(|_| gso_on)
+            .map(std::os::fd::AsFd::as_fd),
     };
     let result = io_loop.run(fds, &signals);
     match result {

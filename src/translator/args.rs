@@ -1,5 +1,5 @@
 //! `clatd`'s command line, compatible with Android's clatd:
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD]`.
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD]`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
@@ -43,6 +43,10 @@ pub struct ClatdArgs {
     /// An inherited raw IPv6 socket to send on (opened by the supervisor).
     #[arg(short = 'w', value_name = "TXFD", value_parser = parse_fd)]
     pub tx_fd: Option<RawFd>,
+    /// An inherited packet socket with `PACKET_VNET_HDR` on the uplink, to send TCP
+    /// super-packets from a virtio-header tun unsegmented (opened by the supervisor).
+    #[arg(short = 'g', value_name = "GSOFD", value_parser = parse_fd)]
+    pub gso_fd: Option<RawFd>,
 }
 
 /// A combination of flags that parses but makes no sense.
@@ -89,6 +93,7 @@ impl ClatdArgs {
             ('t', Some(self.tun_fd)),
             ('r', self.rx_fd),
             ('w', self.tx_fd),
+            ('g', self.gso_fd),
         ];
         for (i, (a, fa)) in fds.iter().enumerate() {
             for (b, fb) in &fds[i + 1..] {

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod csum;
 pub mod filter;
+pub mod neigh;
 pub mod run;
 pub mod sockets;
 pub mod tun;
@@ -12,5 +13,5 @@ pub mod tun;
 pub use args::{ArgsError, ClatdArgs};
 pub use filter::{rx_filter, FastPathExclusion};
 pub use run::{Exit, Fds, IoCounters, IoLoop, RunError};
-pub use sockets::{open_rx, open_tx, set_rx_filter, SocketError};
+pub use sockets::{open_gso_tx, open_rx, open_tx, set_rx_filter, SocketError};
 pub use tun::{check_tun, TunError, TunInfo};

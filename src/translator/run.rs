@@ -6,6 +6,17 @@
 //! tun until `EAGAIN` or a batch is full), translated into reusable [`PacketBatch`]es, and
 //! written in batches (`sendmmsg` on the raw socket, `write` on the tun). All buffers are
 //! allocated once; nothing is allocated per packet.
+//!
+//! When the tun carries a `virtio_net_hdr` before every packet (`IFF_VNET_HDR`, as the
+//! supervisor sets it up with TSO), one tun read can be a 64 KiB TCP super-packet with a
+//! partial checksum: it is translated whole, then cut into IPv6 segments with complete
+//! checksums ([`to_wire_packets`]), because a raw socket takes neither GSO nor partial
+//! checksums — unless a GSO send socket ([`GsoSend`], a packet socket with
+//! `PACKET_VNET_HDR`) is given: then a super-packet goes out whole, with its virtio header,
+//! to the next hop's link-layer address ([`NextHops`]), and the kernel or the device cuts it,
+//! as for native IPv6. Without a usable neighbour entry the packet takes the raw socket, so the
+//! kernel resolves (or re-confirms) the neighbour. Packets written to a vnet-header tun get a
+//! zeroed header (no offload).
 
 use std::io;
 use std::mem;
@@ -15,13 +26,19 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::csum::complete_ipv6_checksum;
+use super::neigh::NextHops;
 use super::sockets::enable_auxdata;
-use crate::xlat::{Counters, PacketBatch, Translator};
+use crate::xlat::{to_wire_packets, Counters, PacketBatch, Translator, VnetHdr};
 
 /// Packets read per system call (receive socket) or per round (tun).
 pub const BATCH: usize = 32;
 /// Room for one received packet: a GRO-merged IPv6 packet can reach 64 KiB.
 pub const SLOT: usize = 65536;
+/// Packets per `sendmmsg`: a 64 KiB super-packet from the tun makes about 45 segments.
+const TX_BATCH: usize = 128;
+/// Largest virtio header accepted on the tun (10, or 12 with `num_buffers`; newer kernels
+/// have 20-byte forms with hash reports).
+pub const MAX_VNET_HDR: usize = 64;
 /// Control buffer per received packet, in u64 words (CMSG_SPACE of a tpacket_auxdata is 40).
 const CMSG_WORDS: usize = 8;
 /// How long a full send queue may hold the loop before packets are dropped.
@@ -54,6 +71,18 @@ pub struct IoCounters {
     pub rx_truncated: u64,
     /// IPv4 packets read from the tun.
     pub tun_read_packets: u64,
+    /// Of those, TCP super-packets (GSO) cut into segments here.
+    pub tun_gso_packets: u64,
+    /// IPv6 segments made from them.
+    pub segments_made: u64,
+    /// Translated packets whose offload metadata could not be honoured (dropped).
+    pub offload_errors: u64,
+    /// Super-packets sent whole on the GSO socket.
+    pub gso_sent: u64,
+    /// Super-packets the GSO socket refused (then cut and sent on the raw socket).
+    pub gso_errors: u64,
+    /// Next-hop lookups over rtnetlink.
+    pub neigh_lookups: u64,
     /// Bytes of those.
     pub tun_read_bytes: u64,
     /// Non-IPv4 packets read from the tun (the host's IPv6 stack talking on it), skipped.
@@ -110,6 +139,24 @@ pub struct Fds<'a> {
     pub rx: BorrowedFd<'a>,
     /// The uplink raw IPv6 socket (IPv6 out), non-blocking.
     pub tx: BorrowedFd<'a>,
+    /// The size of the `virtio_net_hdr` before every packet on the tun, if it has
+    /// `IFF_VNET_HDR` ([`super::TunInfo::vnet_hdr_len`]); at most [`MAX_VNET_HDR`].
+    pub tun_vnet_hdr: Option<usize>,
+    /// The GSO send socket (packet socket with `PACKET_VNET_HDR` on the uplink), if any.
+    /// Used only with a vnet-header tun and [`IoLoop::set_gso`].
+    pub gso: Option<BorrowedFd<'a>>,
+}
+
+/// How to send super-packets on the GSO socket.
+#[derive(Debug)]
+pub struct GsoSend {
+    /// The uplink's interface index.
+    pub ifindex: u32,
+    /// The uplink's Ethernet address: the source of the frames.
+    pub src_mac: [u8; 6],
+    /// Next-hop resolution on Ethernet (frames get a 14-byte header); `None` on a link
+    /// without link-layer header (the frame is the IPv6 packet).
+    pub next_hops: Option<NextHops>,
 }
 
 /// The I/O loop of one CLAT.
@@ -122,14 +169,19 @@ pub struct IoLoop {
     rx_hdr: Vec<libc::mmsghdr>,
     /// Per slot: room for the `PACKET_AUXDATA` control message (u64 for alignment).
     rx_cmsg: Vec<u64>,
-    /// One tun read at a time.
+    /// One tun read at a time (room for a virtio header and a 64 KiB packet).
     tun_buf: Vec<u8>,
+    /// A translated super-packet before it is cut into segments (vnet header mode).
+    gso_v6: PacketBatch,
+    /// Zeroes: the virtio header written before every packet into a vnet-header tun.
+    zero_hdr: [u8; MAX_VNET_HDR],
     to_v6: PacketBatch,
     to_v4: PacketBatch,
     tx_iov: Vec<libc::iovec>,
     tx_addr: Vec<libc::sockaddr_in6>,
     tx_hdr: Vec<libc::mmsghdr>,
     tx_err_log: Throttle,
+    gso: Option<GsoSend>,
     tun_err_log: Throttle,
     rx_err_log: Throttle,
 }
@@ -153,16 +205,24 @@ impl IoLoop {
             rx_iov: Vec::with_capacity(BATCH),
             rx_hdr: Vec::with_capacity(BATCH),
             rx_cmsg: vec![0; BATCH * CMSG_WORDS],
-            tun_buf: vec![0; SLOT],
+            tun_buf: vec![0; MAX_VNET_HDR + SLOT],
+            gso_v6: PacketBatch::with_capacity(SLOT + 2048),
+            zero_hdr: [0; MAX_VNET_HDR],
             to_v6: PacketBatch::with_capacity(BATCH * 2048),
             to_v4: PacketBatch::with_capacity(BATCH * 2048),
-            tx_iov: Vec::with_capacity(BATCH),
-            tx_addr: Vec::with_capacity(BATCH),
-            tx_hdr: Vec::with_capacity(BATCH),
+            tx_iov: Vec::with_capacity(TX_BATCH),
+            tx_addr: Vec::with_capacity(TX_BATCH),
+            tx_hdr: Vec::with_capacity(TX_BATCH),
             tx_err_log: Throttle::default(),
+            gso: None,
             tun_err_log: Throttle::default(),
             rx_err_log: Throttle::default(),
         }
+    }
+
+    /// Send TCP super-packets whole on the GSO socket ([`Fds::gso`]).
+    pub fn set_gso(&mut self, gso: GsoSend) {
+        self.gso = Some(gso);
     }
 
     /// The translation counters.
@@ -182,7 +242,9 @@ impl IoLoop {
         format!(
             "v4->v6 {} pkts {} bytes, v6->v4 {} pkts {} bytes, dropped {} \
              (not ours {}, malformed {}, other {}), fragments made {}, icmp errors sent {}; \
-             rx {} (truncated {}), tun-in {} (non-IPv4 {}), tx {} (errors {}, waits {}), tun-out {} (errors {})",
+             rx {} (truncated {}), tun-in {} (non-IPv4 {}, super-packets {} cut into {} segments, \
+             offload errors {}), gso sent {} (errors {}, neighbour lookups {}), \
+             tx {} (errors {}, waits {}), tun-out {} (errors {})",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
@@ -197,6 +259,12 @@ impl IoLoop {
             io.rx_truncated,
             io.tun_read_packets,
             io.tun_non_ipv4,
+            io.tun_gso_packets,
+            io.segments_made,
+            io.offload_errors,
+            io.gso_sent,
+            io.gso_errors,
+            io.neigh_lookups,
             io.tx_packets,
             io.tx_errors,
             io.tx_waits,
@@ -216,6 +284,12 @@ impl IoLoop {
                 source: io::Error::other(other.to_string()),
             },
         })?;
+        if fds.tun_vnet_hdr.is_some_and(|l| l > MAX_VNET_HDR) {
+            return Err(sys(
+                "virtio header on the tun",
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
         let mut more = false;
         loop {
             let mut pfd = [
@@ -370,20 +444,175 @@ impl IoLoop {
                 full = false;
                 break;
             }
-            let len = n as usize;
-            if self.tun_buf[0] >> 4 != 4 {
+            let n = n as usize;
+            let hdr_len = fds.tun_vnet_hdr.unwrap_or(0);
+            let Some(pkt) = self.tun_buf.get(hdr_len..n) else {
+                self.io.tun_non_ipv4 += 1;
+                continue;
+            };
+            if pkt.first().is_none_or(|b| b >> 4 != 4) {
                 // Router solicitations and MLD reports when IPv6 is not disabled on the tun:
                 // nothing to translate, and not worth a "malformed" count.
                 self.io.tun_non_ipv4 += 1;
                 continue;
             }
             self.io.tun_read_packets += 1;
-            self.io.tun_read_bytes += len as u64;
-            self.translator
-                .ipv4_to_ipv6(&self.tun_buf[..len], &mut self.to_v6, &mut self.to_v4);
+            self.io.tun_read_bytes += pkt.len() as u64;
+            if fds.tun_vnet_hdr.is_none() {
+                self.translator
+                    .ipv4_to_ipv6(pkt, &mut self.to_v6, &mut self.to_v4);
+                continue;
+            }
+            let hdr = VnetHdr::from_le_bytes(&self.tun_buf[..hdr_len]).unwrap_or_default();
+            if hdr.gso_type != VnetHdr::GSO_NONE {
+                self.io.tun_gso_packets += 1;
+            }
+            self.gso_v6.clear();
+            let (_, out_hdr) =
+                self.translator
+                    .ipv4_to_ipv6_offload(&hdr, pkt, &mut self.gso_v6, &mut self.to_v4);
+            let batch = mem::take(&mut self.gso_v6);
+            for translated in batch.iter() {
+                if out_hdr.gso_type != VnetHdr::GSO_NONE
+                    && self.send_whole(fds, &out_hdr, translated)?
+                {
+                    continue;
+                }
+                match to_wire_packets(&out_hdr, translated, &mut self.to_v6) {
+                    Ok(k) if out_hdr.gso_type != VnetHdr::GSO_NONE => {
+                        self.io.segments_made += k as u64;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.io.offload_errors += 1;
+                        if self.tun_err_log.hit() {
+                            tracing::warn!("tun packet with {hdr:?}: {e}");
+                        }
+                    }
+                }
+            }
+            self.gso_v6 = batch;
         }
         self.flush(fds)?;
         Ok(full)
+    }
+
+    /// Send one translated super-packet whole on the GSO socket, after everything queued
+    /// for the raw socket (so a flow's packets keep their order). False when it has to be cut
+    /// and sent on the raw socket instead: no GSO socket, no usable neighbour entry, or the
+    /// kernel refused it.
+    fn send_whole(&mut self, fds: Fds<'_>, hdr: &VnetHdr, pkt: &[u8]) -> Result<bool, RunError> {
+        let (Some(fd), Some(gso)) = (fds.gso, self.gso.as_mut()) else {
+            return Ok(false);
+        };
+        let Some(dst) = pkt.get(24..40) else {
+            return Ok(false);
+        };
+        let mut dst16 = [0u8; 16];
+        dst16.copy_from_slice(dst);
+        let mac = match gso.next_hops.as_mut() {
+            Some(nh) => {
+                let before = nh.lookups;
+                let mac = nh.lookup(std::net::Ipv6Addr::from(dst16), std::time::Instant::now());
+                self.io.neigh_lookups += nh.lookups - before;
+                match mac {
+                    Some(m) => Some(m),
+                    None => return Ok(false),
+                }
+            }
+            None => None,
+        };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_IPV6 as u16).to_be();
+        sll.sll_ifindex = gso.ifindex as i32;
+        if let Some(m) = mac {
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&m);
+        }
+        // Ethernet: destination, source, EtherType IPv6.
+        let mut eth = [0u8; 14];
+        if let Some(m) = mac {
+            eth[..6].copy_from_slice(&m);
+            eth[6..12].copy_from_slice(&gso.src_mac);
+            eth[12..].copy_from_slice(&(libc::ETH_P_IPV6 as u16).to_be_bytes());
+        }
+        let eth = if mac.is_some() { &eth[..] } else { &eth[..0] };
+        // The virtio header's offsets count from the start of the frame.
+        let ll = eth.len() as u16;
+        let wire = VnetHdr {
+            csum_start: if hdr.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+                hdr.csum_start + ll
+            } else {
+                hdr.csum_start
+            },
+            hdr_len: if hdr.hdr_len != 0 {
+                hdr.hdr_len + ll
+            } else {
+                0
+            },
+            ..*hdr
+        }
+        .to_le_bytes();
+        if !self.to_v6.is_empty() {
+            self.send_v6(fds.tx)?;
+            self.to_v6.clear();
+        }
+        let mut iov = [
+            libc::iovec {
+                iov_base: wire.as_ptr().cast_mut().cast(),
+                iov_len: wire.len(),
+            },
+            libc::iovec {
+                iov_base: eth.as_ptr().cast_mut().cast(),
+                iov_len: eth.len(),
+            },
+            libc::iovec {
+                iov_base: pkt.as_ptr().cast_mut().cast(),
+                iov_len: pkt.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        let mut waited = false;
+        loop {
+            // SAFETY: `msg` points at `sll` and at `iov`, whose entries describe live slices;
+            // all outlive the call, and the kernel only reads them.
+            let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                self.io.gso_sent += 1;
+                self.io.tx_packets += 1;
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) if !waited => {
+                    waited = true;
+                    self.io.tx_waits += 1;
+                    wait_writable(fd);
+                }
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
+                    self.io.tx_errors += 1;
+                    return Ok(true);
+                }
+                Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT) => {
+                    return Err(sys("sendmsg(GSO socket)", e));
+                }
+                _ => {
+                    self.io.gso_errors += 1;
+                    if self.tx_err_log.hit() {
+                        tracing::warn!("sendmsg(GSO socket): {e}; cutting the packet instead");
+                    }
+                    return Ok(false);
+                }
+            }
+        }
     }
 
     /// Write everything the last step produced.
@@ -392,16 +621,29 @@ impl IoLoop {
             self.send_v6(fds.tx)?;
         }
         if !self.to_v4.is_empty() {
-            self.write_v4(fds.tun);
+            self.write_v4(fds.tun, fds.tun_vnet_hdr.unwrap_or(0));
         }
         Ok(())
     }
 
-    /// `write` each IPv4 packet to the tun; failures are counted, never fatal.
-    fn write_v4(&mut self, tun: BorrowedFd<'_>) {
+    /// `write` each IPv4 packet to the tun, after a zeroed virtio header of `hdr_len` bytes
+    /// (none when 0); failures are counted, never fatal.
+    fn write_v4(&mut self, tun: BorrowedFd<'_>, hdr_len: usize) {
+        let hdr = &self.zero_hdr[..hdr_len.min(MAX_VNET_HDR)];
         for pkt in self.to_v4.iter() {
-            // SAFETY: `pkt` is a live slice of its length.
-            let n = unsafe { libc::write(tun.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_ptr().cast_mut().cast(),
+                    iov_len: hdr.len(),
+                },
+                libc::iovec {
+                    iov_base: pkt.as_ptr().cast_mut().cast(),
+                    iov_len: pkt.len(),
+                },
+            ];
+            // SAFETY: both iovecs describe live slices of their lengths, which the kernel
+            // only reads.
+            let n = unsafe { libc::writev(tun.as_raw_fd(), iov.as_ptr(), 2) };
             if n < 0 {
                 self.io.tun_write_errors += 1;
                 if self.tun_err_log.hit() {
@@ -422,7 +664,7 @@ impl IoLoop {
             self.tx_iov.clear();
             self.tx_addr.clear();
             self.tx_hdr.clear();
-            for pkt in pkts.by_ref().take(BATCH) {
+            for pkt in pkts.by_ref().take(TX_BATCH) {
                 self.tx_iov.push(libc::iovec {
                     iov_base: pkt.as_ptr().cast_mut().cast(),
                     iov_len: pkt.len(),

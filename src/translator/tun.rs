@@ -1,5 +1,6 @@
 //! Checks on the tun descriptor `clatd` inherits: open, a character device, a tun (not tap)
-//! without packet information headers.
+//! without packet information headers, and whether packets carry a `virtio_net_hdr`
+//! (`IFF_VNET_HDR`, and of which size).
 
 use std::ffi::CStr;
 use std::io;
@@ -24,6 +25,14 @@ pub enum TunError {
     /// Packets would carry a 4-byte packet information header.
     #[error("{0} was set up without IFF_NO_PI")]
     PacketInfo(String),
+    /// `IFF_VNET_HDR` is set but the header size is unusable.
+    #[error("{name}: virtio header size {len} (TUNGETVNETHDRSZ) is smaller than 10")]
+    VnetHdrLen {
+        /// The interface name.
+        name: String,
+        /// What the kernel reported.
+        len: i32,
+    },
     /// fstat/fcntl failed for another reason.
     #[error("{what}: {source}")]
     Sys {
@@ -33,6 +42,12 @@ pub enum TunError {
     },
 }
 
+/// `IFF_VNET_HDR` from `<linux/if_tun.h>`.
+const IFF_VNET_HDR: i32 = 0x4000;
+/// `TUNGETVNETHDRSZ` is `_IOR('T', 215, int)`.
+const TUNGETVNETHDRSZ: libc::c_ulong =
+    nix::request_code_read!(b'T', 215, mem::size_of::<libc::c_int>()) as libc::c_ulong;
+
 /// What `TUNGETIFF` reports about a tun descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunInfo {
@@ -40,6 +55,9 @@ pub struct TunInfo {
     pub name: String,
     /// The `IFF_*` flags of the tun.
     pub flags: i32,
+    /// With `IFF_VNET_HDR`: the size of the `virtio_net_hdr` before every packet read from
+    /// and written to the tun (10, or 12 with `num_buffers`).
+    pub vnet_hdr_len: Option<usize>,
 }
 
 /// Check that `fd` is an open tun descriptor set up with `IFF_TUN | IFF_NO_PI`, and make it
@@ -80,11 +98,31 @@ pub fn check_tun(fd: RawFd) -> Result<TunInfo, TunError> {
     if flags & libc::IFF_NO_PI == 0 {
         return Err(TunError::PacketInfo(name));
     }
+    let vnet_hdr_len = if flags & IFF_VNET_HDR != 0 {
+        let mut len: libc::c_int = 0;
+        // SAFETY: TUNGETVNETHDRSZ writes one int into `len`, which is live and writable.
+        if unsafe { libc::ioctl(fd, TUNGETVNETHDRSZ, &mut len as *mut libc::c_int) } != 0 {
+            return Err(TunError::Sys {
+                what: "TUNGETVNETHDRSZ",
+                source: io::Error::last_os_error(),
+            });
+        }
+        match usize::try_from(len) {
+            Ok(l) if l >= crate::xlat::VnetHdr::LEN => Some(l),
+            _ => return Err(TunError::VnetHdrLen { name, len }),
+        }
+    } else {
+        None
+    };
     set_nonblocking(fd).map_err(|source| TunError::Sys {
         what: "fcntl(O_NONBLOCK)",
         source,
     })?;
-    Ok(TunInfo { name, flags })
+    Ok(TunInfo {
+        name,
+        flags,
+        vnet_hdr_len,
+    })
 }
 
 /// Set `O_NONBLOCK` on an open descriptor.

@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::discovery::Nat64Prefix;
 
-pub use offload::VnetHdr;
+pub use offload::{segment_tcp_v6, to_wire_packets, VnetHdr, WireError};
 
 /// The IPv4 "dummy" address of RFC 7600, the source of ICMPv4 errors the translator makes up
 /// itself and of translated ICMPv6 errors whose IPv6 source has no IPv4 form.

@@ -7,7 +7,7 @@
 //! packet (TCPv4 ↔ TCPv6, UDP L4) is translated whole and keeps its `gso_size`: it is cut
 //! into segments after translation, so it is never fragmented here.
 
-use super::{DropReason, Offload, PacketBatch, Translator, Verdict};
+use super::{checksum, DropReason, Offload, PacketBatch, Translator, Verdict};
 
 /// `struct virtio_net_hdr` (the 10-byte form), fields decoded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,5 +180,345 @@ impl Translator {
             Verdict::Translated => (v, hdr.translated(&o, gso_out.unwrap_or_default())),
             Verdict::Dropped(_) => (v, VnetHdr::default()),
         }
+    }
+}
+
+/// Why a translated offload packet could not be turned into packets for a raw socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A GSO packet that is not IPv6 + TCP without extension headers, or whose headers are cut
+    /// short or inconsistent with its payload length.
+    #[error("GSO packet is not a well-formed IPv6 TCP packet")]
+    NotTcpV6,
+    /// A GSO header with a segment size of zero.
+    #[error("GSO packet with gso_size 0")]
+    ZeroGsoSize,
+    /// The GSO type is one this code does not cut (only TCPv6 is produced from a TSO4 tun).
+    #[error("unsupported GSO type {0}")]
+    UnsupportedGso(u8),
+    /// `NEEDS_CSUM` points outside the packet.
+    #[error("partial checksum at {start}+{offset} outside a {len}-byte packet")]
+    BadChecksumOffset {
+        /// `csum_start`.
+        start: usize,
+        /// `csum_offset`.
+        offset: usize,
+        /// The packet length.
+        len: usize,
+    },
+}
+
+/// Turns one translated IPv6 packet and the virtio header [`Translator::ipv4_to_ipv6_offload`]
+/// returned for it into complete packets that a raw IPv6 socket can send (it takes neither
+/// GSO nor partial checksums), appended to `out`. A TCPv6 GSO packet is cut into segments
+/// ([`segment_tcp_v6`]); a partial checksum is completed; anything else is copied as is.
+/// Returns how many packets were appended.
+pub fn to_wire_packets(
+    hdr: &VnetHdr,
+    pkt: &[u8],
+    out: &mut PacketBatch,
+) -> Result<usize, WireError> {
+    match hdr.gso_type & !VnetHdr::GSO_ECN {
+        VnetHdr::GSO_NONE => {
+            let (start, offset) = (usize::from(hdr.csum_start), usize::from(hdr.csum_offset));
+            let partial = hdr.flags & VnetHdr::F_NEEDS_CSUM != 0;
+            if partial && start + offset + 2 > pkt.len() {
+                return Err(WireError::BadChecksumOffset {
+                    start,
+                    offset,
+                    len: pkt.len(),
+                });
+            }
+            out.push_with(pkt.len(), |b| {
+                b.copy_from_slice(pkt);
+                if partial {
+                    complete_partial_checksum(b, start, offset);
+                }
+                pkt.len()
+            });
+            Ok(1)
+        }
+        VnetHdr::GSO_TCPV6 => segment_tcp_v6(pkt, usize::from(hdr.gso_size), out),
+        other => Err(WireError::UnsupportedGso(other)),
+    }
+}
+
+/// Completes a partial (`NEEDS_CSUM`) checksum as a device would: the ones'-complement sum
+/// from `start` to the end of the packet, the field at `start + offset` included (it holds the
+/// pseudo-header sum), complemented and stored there. The caller checks the bounds.
+fn complete_partial_checksum(pkt: &mut [u8], start: usize, offset: usize) {
+    let c = checksum::finish(checksum::add(0, &pkt[start..]));
+    // UDP would send 0 as "no checksum"; for TCP 0 and 0xffff are the same value.
+    let c = checksum::udp_nonzero(c);
+    pkt[start + offset..start + offset + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Cuts an IPv6 TCP packet (no extension headers) whose payload is longer than `mss` into
+/// segments of at most `mss` payload bytes, as the kernel's TCP segmentation offload would:
+/// the sequence number advances by each segment's payload, CWR stays on the first segment
+/// only, FIN and PSH on the last only, and every segment gets its payload length and a full
+/// TCP checksum computed from scratch (whatever the input's checksum field held, partial or
+/// not). Segments are appended to `out`; returns how many.
+pub fn segment_tcp_v6(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<usize, WireError> {
+    const IP6: usize = 40;
+    const CWR: u8 = 0x80;
+    const PSH: u8 = 0x08;
+    const FIN: u8 = 0x01;
+    if mss == 0 {
+        return Err(WireError::ZeroGsoSize);
+    }
+    if pkt.len() < IP6 + 20 || pkt[0] >> 4 != 6 || pkt[6] != 6 {
+        return Err(WireError::NotTcpV6);
+    }
+    let thl = usize::from(pkt[IP6 + 12] >> 4) * 4;
+    let end = IP6 + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+    if thl < 20 || IP6 + thl > end || end > pkt.len() {
+        return Err(WireError::NotTcpV6);
+    }
+    let headers = &pkt[..IP6 + thl];
+    let payload = &pkt[IP6 + thl..end];
+    let seq = u32::from_be_bytes([pkt[IP6 + 4], pkt[IP6 + 5], pkt[IP6 + 6], pkt[IP6 + 7]]);
+    let flags = pkt[IP6 + 13];
+    let addr_sum = checksum::add(0, &pkt[8..40]);
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let from = (i * mss).min(payload.len());
+        let chunk = &payload[from..(from + mss).min(payload.len())];
+        let l4_len = thl + chunk.len();
+        out.push_with(IP6 + l4_len, |b| {
+            b[..headers.len()].copy_from_slice(headers);
+            b[headers.len()..IP6 + l4_len].copy_from_slice(chunk);
+            b[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            let s = seq.wrapping_add(from as u32);
+            b[IP6 + 4..IP6 + 8].copy_from_slice(&s.to_be_bytes());
+            let mut f = flags;
+            if i > 0 {
+                f &= !CWR;
+            }
+            if i + 1 < count {
+                f &= !(FIN | PSH);
+            }
+            b[IP6 + 13] = f;
+            b[IP6 + 16..IP6 + 18].copy_from_slice(&[0, 0]);
+            let sum = checksum::add(addr_sum + l4_len as u64 + 6, &b[IP6..IP6 + l4_len]);
+            b[IP6 + 16..IP6 + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+            IP6 + l4_len
+        });
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use etherparse::{Ipv6Header, PacketBuilder, TcpHeader};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SRC6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xc1, 0xa7];
+    const DST6: [u8; 16] = [
+        0x20, 1, 0xd, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 198, 51, 100, 10,
+    ];
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// An IPv6 TCP packet with timestamps, sequence `seq`, the given flags set.
+    fn tcp6(payload: &[u8], seq: u32, fin: bool, psh: bool, cwr: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv6(SRC6, DST6, 64)
+            .tcp(40000, 5201, seq, 512)
+            .ack(77)
+            .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
+            .unwrap();
+        if fin {
+            b = b.fin();
+        }
+        if psh {
+            b = b.psh();
+        }
+        if cwr {
+            b = b.cwr();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// Parses every segment, checks addresses, length and checksum, and returns (seq, header,
+    /// payload) per segment.
+    fn parse_all(out: &PacketBatch) -> Vec<(u32, TcpHeader, Vec<u8>)> {
+        out.iter()
+            .map(|p| {
+                let (ip, rest) = Ipv6Header::from_slice(p).unwrap();
+                assert_eq!(ip.source, SRC6);
+                assert_eq!(ip.destination, DST6);
+                assert_eq!(usize::from(ip.payload_length), rest.len());
+                let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
+                let want = tcp.calc_checksum_ipv6(&ip, payload).unwrap();
+                assert_eq!(
+                    tcp.checksum, want,
+                    "checksum of segment seq {}",
+                    tcp.sequence_number
+                );
+                (tcp.sequence_number, tcp.clone(), payload.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_carry_the_payload_in_order_with_valid_checksums() {
+        let d = data(3500);
+        let pkt = tcp6(&d, 0xffff_fe00, true, true, true);
+        let mut out = PacketBatch::default();
+        assert_eq!(segment_tcp_v6(&pkt, 1000, &mut out), Ok(4));
+        let segs = parse_all(&out);
+        assert_eq!(segs.len(), 4);
+        let mut joined = Vec::new();
+        for (i, (seq, h, p)) in segs.iter().enumerate() {
+            // The sequence number wraps past 2^32 on the way.
+            assert_eq!(*seq, 0xffff_fe00u32.wrapping_add(1000 * i as u32));
+            assert_eq!(h.cwr, i == 0, "CWR on the first segment only");
+            assert_eq!(h.fin, i == 3, "FIN on the last segment only");
+            assert_eq!(h.psh, i == 3, "PSH on the last segment only");
+            assert!(h.ack);
+            assert_eq!(h.acknowledgment_number, 77);
+            assert_eq!(
+                h.options.as_slice().len(),
+                12,
+                "options kept on every segment"
+            );
+            assert_eq!(p.len(), if i == 3 { 500 } else { 1000 });
+            joined.extend_from_slice(p);
+        }
+        assert_eq!(joined, d);
+    }
+
+    #[test]
+    fn a_payload_of_exactly_one_mss_and_an_empty_one_give_one_segment() {
+        for len in [0, 1000] {
+            let pkt = tcp6(&data(len), 5, false, true, false);
+            let mut out = PacketBatch::default();
+            assert_eq!(segment_tcp_v6(&pkt, 1000, &mut out), Ok(1));
+            let segs = parse_all(&out);
+            assert!(segs[0].1.psh);
+            assert_eq!(segs[0].2, data(len));
+        }
+    }
+
+    #[test]
+    fn the_input_checksum_field_does_not_matter() {
+        let d = data(2000);
+        let mut pkt = tcp6(&d, 1, false, false, false);
+        pkt[56..58].copy_from_slice(&[0x12, 0x34]);
+        let mut out = PacketBatch::default();
+        assert_eq!(segment_tcp_v6(&pkt, 1448, &mut out), Ok(2));
+        parse_all(&out);
+    }
+
+    #[test]
+    fn malformed_gso_packets_are_refused() {
+        let pkt = tcp6(&data(100), 1, false, false, false);
+        let mut out = PacketBatch::default();
+        assert_eq!(
+            segment_tcp_v6(&pkt, 0, &mut out),
+            Err(WireError::ZeroGsoSize)
+        );
+        assert_eq!(
+            segment_tcp_v6(&pkt[..50], 10, &mut out),
+            Err(WireError::NotTcpV6)
+        );
+        let mut short = pkt.clone();
+        short.truncate(pkt.len() - 1); // payload length says one byte more
+        assert_eq!(
+            segment_tcp_v6(&short, 10, &mut out),
+            Err(WireError::NotTcpV6)
+        );
+        let mut udp = pkt.clone();
+        udp[6] = 17;
+        assert_eq!(segment_tcp_v6(&udp, 10, &mut out), Err(WireError::NotTcpV6));
+        assert!(out.is_empty());
+        let h = VnetHdr {
+            gso_type: VnetHdr::GSO_UDP_L4,
+            gso_size: 100,
+            ..VnetHdr::default()
+        };
+        assert_eq!(
+            to_wire_packets(&h, &pkt, &mut out),
+            Err(WireError::UnsupportedGso(VnetHdr::GSO_UDP_L4))
+        );
+    }
+
+    /// A TSO4 super-packet as a tun with IFF_VNET_HDR hands it over (partial checksum holding
+    /// the pseudo-header sum over the whole length), translated and cut for the wire.
+    #[test]
+    fn a_tso4_super_packet_from_the_tun_becomes_valid_ipv6_segments() {
+        let src4 = Ipv4Addr::new(192, 0, 0, 4);
+        let dst4 = Ipv4Addr::new(198, 51, 100, 10);
+        let d = data(10_000);
+        let mut pkt = Vec::new();
+        PacketBuilder::ipv4(src4.octets(), dst4.octets(), 64)
+            .tcp(40000, 5201, 1000, 512)
+            .ack(9)
+            .psh()
+            .write(&mut pkt, &d)
+            .unwrap();
+        let l4_len = (pkt.len() - 20) as u64;
+        let pseudo = checksum::add(0, &pkt[12..20]) + 6 + l4_len;
+        pkt[36..38].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        let hdr = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 40,
+            gso_size: 1400,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut t = Translator::new(super::super::XlatConfig {
+            v4: src4,
+            v6: Ipv6Addr::from(SRC6),
+            prefix: "2001:db8:64::/96".parse().unwrap(),
+            mtu6: 1500,
+        });
+        let (mut v6, mut v4) = (PacketBatch::default(), PacketBatch::default());
+        let (v, oh) = t.ipv4_to_ipv6_offload(&hdr, &pkt, &mut v6, &mut v4);
+        assert_eq!(v, Verdict::Translated);
+        assert_eq!(oh.gso_type, VnetHdr::GSO_TCPV6);
+        assert_eq!(v6.len(), 1);
+        let mut out = PacketBatch::default();
+        assert_eq!(to_wire_packets(&oh, v6.get(0).unwrap(), &mut out), Ok(8));
+        let segs = parse_all(&out);
+        let joined: Vec<u8> = segs.iter().flat_map(|s| s.2.clone()).collect();
+        assert_eq!(joined, d);
+        assert!(segs.iter().all(|s| s.1.psh == (s.0 == 1000 + 7 * 1400)));
+        assert!(out.iter().all(|p| p.len() <= 1500));
+    }
+
+    /// A non-GSO packet with a partial checksum is completed, so a raw socket can send it.
+    #[test]
+    fn a_partial_checksum_is_completed() {
+        let d = data(300);
+        let mut pkt = tcp6(&d, 1, false, true, false);
+        let l4_len = (pkt.len() - 40) as u64;
+        let pseudo = checksum::add(0, &pkt[8..40]) + 6 + l4_len;
+        pkt[56..58].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        let hdr = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: 40,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        let mut out = PacketBatch::default();
+        assert_eq!(to_wire_packets(&hdr, &pkt, &mut out), Ok(1));
+        assert_eq!(parse_all(&out)[0].2, d);
+        let bad = VnetHdr {
+            csum_start: 40,
+            csum_offset: 400,
+            ..hdr
+        };
+        assert!(matches!(
+            to_wire_packets(&bad, &pkt, &mut out),
+            Err(WireError::BadChecksumOffset { .. })
+        ));
     }
 }
