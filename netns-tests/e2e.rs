@@ -594,6 +594,9 @@ fn no_rst_no_unreachable_from_the_clat_address(mode: &str) {
         return;
     };
     let v6 = env.v6();
+    // Positive control: the client's own SLAAC address, where the host stack does answer (RST,
+    // port unreachable), proves the capture and its reading would see an answer.
+    let own = env.topo.slaac_addr("up0").expect("SLAAC address on up0");
     let pcap = env.topo.dir.join("clat-v6.pcap");
     let tcpdump = env.topo.spawn(
         Ns::Client,
@@ -604,9 +607,10 @@ fn no_rst_no_unreachable_from_the_clat_address(mode: &str) {
             "up0",
             "-nn",
             "-U",
+            "--immediate-mode",
             "-w",
             pcap.to_str().unwrap(),
-            &format!("ip6 host {v6}"),
+            &format!("ip6 host {v6} or ip6 host {own}"),
         ],
     );
     let log = env.topo.dir.join("tcpdump.log");
@@ -617,27 +621,10 @@ fn no_rst_no_unreachable_from_the_clat_address(mode: &str) {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let port = 47123u16;
-    let dst = SocketAddr::from((v6, port));
-    // From the router (2001:db8:1::1): a TCP SYN (the connect must time out, not be refused)
-    // and UDP datagrams on a connected socket (an ICMPv6 unreachable would show as
-    // ECONNREFUSED on the next receive).
-    let (tcp, udp) = env.topo.in_ns(Ns::Router, move || {
-        let tcp = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2))
-            .map(|_| ())
-            .map_err(|e| e.kind());
-        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
-        s.connect(dst).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(700)))
-            .unwrap();
-        let mut udp = Vec::new();
-        for _ in 0..3 {
-            let _ = s.send(b"anyone there?");
-            let mut buf = [0u8; 64];
-            udp.push(s.recv(&mut buf).map(|_| ()).map_err(|e| e.kind()));
-        }
-        (tcp, udp)
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let clat = probe_from_router(&env.topo, SocketAddr::from((v6, port)));
+    let control = probe_from_router(&env.topo, SocketAddr::from((own, port)));
+    // Past libpcap's block timeout too, so the last packets are in the file.
+    std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: SIGINT to the tcpdump we started (`ip netns exec` execs it); it flushes and exits.
     unsafe { libc::kill(tcpdump as i32, libc::SIGINT) };
     wait_until(Duration::from_secs(5), || !pid_alive(tcpdump));
@@ -645,27 +632,38 @@ fn no_rst_no_unreachable_from_the_clat_address(mode: &str) {
         Ns::Client,
         &["tcpdump", "-nn", "-v", "-r", pcap.to_str().unwrap()],
     );
-    eprintln!("capture on up0 ({mode}):\n{text}");
-    let to = format!("> {v6}.{port}:");
+    eprintln!("capture on up0 ({mode}):\n{text}\nCLAT: {clat:?}\ncontrol {own}: {control:?}");
+    for addr in [v6, own] {
+        let to = format!("> {addr}.{port}:");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&to) && l.contains("Flags [S]")),
+            "the capture did not see the SYN to {addr}"
+        );
+        assert!(
+            text.lines().any(|l| l.contains(&to) && l.contains("UDP")),
+            "the capture did not see the UDP datagram to {addr}"
+        );
+    }
+    let (rst, unreach) = answers_from(&text, own, port);
     assert!(
-        text.lines()
-            .any(|l| l.contains(&to) && l.contains("Flags [S]")),
-        "the capture did not see the SYN to {v6}"
+        !rst.is_empty() && !unreach.is_empty(),
+        "control: the host's own address should answer with RST and port unreachable: {text}"
     );
+    assert_eq!(
+        control,
+        (
+            Err(std::io::ErrorKind::ConnectionRefused),
+            vec![Err(std::io::ErrorKind::ConnectionRefused); 3]
+        ),
+        "control: the router sees the refusals"
+    );
+    let (rst, unreach) = answers_from(&text, v6, port);
     assert!(
-        text.lines().any(|l| l.contains(&to) && l.contains("UDP")),
-        "the capture did not see the UDP datagram to {v6}"
+        rst.is_empty() && unreach.is_empty(),
+        "the CLAT address answered: RST {rst:#?}, unreachable {unreach:#?}"
     );
-    let from = format!("{v6}.{port} >");
-    let from_addr = format!("{v6} >");
-    let bad: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            (l.contains(&from) && l.contains("Flags [R"))
-                || (l.contains(&from_addr) && l.contains("unreachable"))
-        })
-        .collect();
-    assert!(bad.is_empty(), "the client answered: {bad:#?}");
+    let (tcp, udp) = clat;
     assert_eq!(
         tcp,
         Err(std::io::ErrorKind::TimedOut),
@@ -681,4 +679,47 @@ fn no_rst_no_unreachable_from_the_clat_address(mode: &str) {
         );
     }
     env.stop_and_assert_clean();
+}
+
+type ProbeResult = (
+    Result<(), std::io::ErrorKind>,
+    Vec<Result<(), std::io::ErrorKind>>,
+);
+
+/// From the router (2001:db8:1::1): a TCP connect to `dst` (times out when nothing answers,
+/// refused on a RST) and three UDP datagrams on a connected socket (an ICMPv6 unreachable shows
+/// as ECONNREFUSED on the next receive).
+fn probe_from_router(topo: &Topology, dst: SocketAddr) -> ProbeResult {
+    topo.in_ns(Ns::Router, move || {
+        let tcp = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+        s.connect(dst).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut udp = Vec::new();
+        for _ in 0..3 {
+            let _ = s.send(b"anyone there?");
+            let mut buf = [0u8; 64];
+            udp.push(s.recv(&mut buf).map(|_| ()).map_err(|e| e.kind()));
+        }
+        (tcp, udp)
+    })
+}
+
+/// Lines of a `tcpdump -nn -v` reading sent from `addr`: TCP resets from `port`, and ICMPv6
+/// destination unreachable.
+fn answers_from(text: &str, addr: Ipv6Addr, port: u16) -> (Vec<&str>, Vec<&str>) {
+    let from_port = format!(" {addr}.{port} >");
+    let from_addr = format!(" {addr} >");
+    let rst = text
+        .lines()
+        .filter(|l| l.contains(&from_port) && l.contains("Flags [R"))
+        .collect();
+    let unreach = text
+        .lines()
+        .filter(|l| l.contains(&from_addr) && l.contains("unreachable"))
+        .collect();
+    (rst, unreach)
 }
