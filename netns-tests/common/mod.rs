@@ -1933,3 +1933,281 @@ mod harness_tests {
         assert!(is_our_name("ac3k9zq-netns", &["-netns"]));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// End-to-end helpers (netns-tests/e2e.rs): a tiny HTTP server, bulk TCP echo, TTL probes,
+// eBPF attachment queries.
+
+/// A background server thread inside a namespace; stopped (and its socket closed) when dropped.
+pub struct BackgroundServer {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    /// Requests served so far.
+    pub served: Arc<AtomicU32>,
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Reads an HTTP request head (up to the blank line) from `s`.
+fn read_http_head(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 16384 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+    }
+    Ok(head)
+}
+
+impl Topology {
+    /// Starts an HTTP/1.0 server on `addr` in namespace `ns` that answers every GET with
+    /// `200 OK` and `body` (then closes the connection). Returns once it listens.
+    pub fn start_http_server(
+        &self,
+        ns: Ns,
+        addr: SocketAddr,
+        body: Arc<Vec<u8>>,
+    ) -> BackgroundServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU32::new(0));
+        let (stop2, served2) = (stop.clone(), served.clone());
+        let path = format!("/run/netns/{}", self.ns(ns));
+        let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        let handle = std::thread::spawn(move || {
+            let file = File::open(&path).expect("open netns");
+            // SAFETY: see `in_netns`: this dedicated thread enters the namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let listener = match std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            {
+                Ok(l) => {
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            while !stop2.load(Ordering::Relaxed) {
+                let mut s = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("http server accept: {e}");
+                        continue;
+                    }
+                };
+                let answer = (|| -> std::io::Result<()> {
+                    s.set_nonblocking(false)?;
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+                    read_http_head(&mut s)?;
+                    let head = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(head.as_bytes())?;
+                    s.write_all(&body)?;
+                    s.shutdown(std::net::Shutdown::Write)?;
+                    // Let the client close first so the last segments are not reset.
+                    let mut sink = [0u8; 256];
+                    while s.read(&mut sink).is_ok_and(|n| n > 0) {}
+                    Ok(())
+                })();
+                match answer {
+                    Ok(()) => {
+                        served2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => eprintln!("http server: {e}"),
+                }
+            }
+        });
+        rx.recv()
+            .expect("http server thread")
+            .unwrap_or_else(|e| panic!("http server cannot listen on {addr}: {e}"));
+        BackgroundServer {
+            stop,
+            handle: Some(handle),
+            served,
+        }
+    }
+
+    /// Names of the TCX programs attached to `dev` in namespace `ns` (ingress, then egress).
+    /// bpftool 7.1 (Debian bookworm) does not list TCX attachments, hence aya. A missing
+    /// device gives an empty list.
+    pub fn tcx_programs(&self, ns: Ns, dev: &str) -> Vec<String> {
+        use aya::programs::tc::{SchedClassifier, TcAttachType};
+        let dev = dev.to_owned();
+        self.in_ns(ns, move || {
+            let mut names = Vec::new();
+            for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+                if let Ok((_, progs)) = SchedClassifier::query_tcx(&dev, hook) {
+                    names.extend(
+                        progs
+                            .iter()
+                            .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+                    );
+                }
+            }
+            names
+        })
+    }
+}
+
+/// TCP to `dst` from namespace `ns`: sends `data` while reading the echo concurrently (so a
+/// payload larger than the socket buffers cannot deadlock), returns what came back.
+pub fn tcp_echo_bulk(
+    ns: &str,
+    dst: SocketAddr,
+    data: Vec<u8>,
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
+    in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect_timeout(&dst, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        let mut w = s.try_clone()?;
+        let len = data.len();
+        let writer = std::thread::spawn(move || w.write_all(&data));
+        let mut back = vec![0u8; len];
+        let read = s.read_exact(&mut back);
+        let wrote = writer.join().expect("writer thread");
+        wrote?;
+        read?;
+        Ok(back)
+    })
+}
+
+/// An ICMP error queued on a socket (`IP_RECVERR`): where it came from and what it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpError {
+    /// `SO_EE_ORIGIN_*` (2 = ICMP).
+    pub origin: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// `ee_info` (the MTU for "fragmentation needed").
+    pub info: u32,
+    /// The sender of the ICMP error.
+    pub offender: Option<Ipv4Addr>,
+}
+
+/// Sends small UDP datagrams with IP TTL `ttl` from namespace `ns` to `dst` (up to three tries,
+/// `per_try` apart) on a socket with `IP_RECVERR`, and returns the first ICMP error the kernel
+/// matched to that socket (e.g. time exceeded: type 11 code 0), or `None`.
+pub fn udp_ttl_probe(
+    ns: &str,
+    dst: std::net::SocketAddrV4,
+    ttl: u32,
+    per_try: Duration,
+) -> std::io::Result<Option<IcmpError>> {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(dst)?;
+        s.set_ttl(ttl)?;
+        let on: libc::c_int = 1;
+        // SAFETY: valid fd, pointer and length of a c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_RECVERR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for _ in 0..3 {
+            let _ = s.send(b"autoclat ttl probe");
+            let deadline = Instant::now() + per_try;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                let mut pfd = libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as libc::c_int) };
+                if n <= 0 {
+                    break;
+                }
+                if pfd.revents & libc::POLLERR != 0 {
+                    if let Some(e) = recv_icmp_error(&s)? {
+                        return Ok(Some(e));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Reads one entry of the socket's error queue and decodes its `IP_RECVERR` control message.
+fn recv_icmp_error(s: &UdpSocket) -> std::io::Result<Option<IcmpError>> {
+    let mut data = [0u8; 512];
+    let mut ctrl = [0u64; 64];
+    let mut from: libc::sockaddr_in = {
+        // SAFETY: sockaddr_in is plain data; all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    };
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is valid before we fill it in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&ctrl);
+    // SAFETY: msg points to buffers that live through the call.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: walking the control buffer the kernel filled, with the libc CMSG macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_RECVERR {
+                let ee = libc::CMSG_DATA(c) as *const libc::sock_extended_err;
+                let ee = std::ptr::read_unaligned(ee);
+                let off = libc::CMSG_DATA(c).add(std::mem::size_of::<libc::sock_extended_err>())
+                    as *const libc::sockaddr_in;
+                let off = std::ptr::read_unaligned(off);
+                let offender = (off.sin_family == libc::AF_INET as libc::sa_family_t)
+                    .then(|| Ipv4Addr::from(u32::from_be(off.sin_addr.s_addr)));
+                return Ok(Some(IcmpError {
+                    origin: ee.ee_origin,
+                    icmp_type: ee.ee_type,
+                    icmp_code: ee.ee_code,
+                    info: ee.ee_info,
+                    offender,
+                }));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,725 @@
+//! End-to-end tests: the daemon `autoclat run` with the real `clatd` (and the eBPF fast path when
+//! asked) in the netns topology of DESIGN §4, tayga as the NAT64, real traffic from the client
+//! namespace to the IPv4-only server 198.51.100.10. Every test runs twice, with
+//! `fast_path = "off"` and `fast_path = "on"` (module `<test>::fast_path_off` / `fast_path_on`),
+//! and ends by stopping the daemon with SIGTERM and checking it left nothing on the uplink.
+//! Root only; they skip otherwise. Tests never assert on speed or timing.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoclat::discovery::Nat64Prefix;
+use common::*;
+use serde_json::Value;
+
+/// Instantiates each test body `fn(&str)` once per fast-path mode, as `NAME::fast_path_off`
+/// and `NAME::fast_path_on`.
+macro_rules! both_fast_path_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn fast_path_off() {
+                    super::$name("off");
+                }
+                #[test]
+                fn fast_path_on() {
+                    super::$name("on");
+                }
+            }
+        )*
+    };
+}
+
+both_fast_path_modes!(
+    http_download_sha256,
+    iperf3_tcp_both_directions,
+    udp_echo_and_ping,
+    ttl_expiry_draws_time_exceeded,
+    pmtu_download_and_upload_56,
+    udp_3000_bytes_fragmented_40,
+    no_rst_no_unreachable_from_the_clat_address,
+);
+
+/// Packets and bytes each way through one path (`counters.translator` / `counters.fast_path`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Dir {
+    v4_to_v6_packets: u64,
+    v4_to_v6_bytes: u64,
+    v6_to_v4_packets: u64,
+    v6_to_v4_bytes: u64,
+}
+
+impl Dir {
+    fn from_json(v: &Value) -> Dir {
+        let f = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("counter {k} missing in {v}"))
+        };
+        Dir {
+            v4_to_v6_packets: f("v4_to_v6_packets"),
+            v4_to_v6_bytes: f("v4_to_v6_bytes"),
+            v6_to_v4_packets: f("v6_to_v4_packets"),
+            v6_to_v4_bytes: f("v6_to_v4_bytes"),
+        }
+    }
+
+    /// `self - before`, panicking if a counter went backwards.
+    fn since(&self, before: &Dir) -> Dir {
+        let d = |a: u64, b: u64| {
+            a.checked_sub(b)
+                .unwrap_or_else(|| panic!("counter went backwards: {before:?} -> {self:?}"))
+        };
+        Dir {
+            v4_to_v6_packets: d(self.v4_to_v6_packets, before.v4_to_v6_packets),
+            v4_to_v6_bytes: d(self.v4_to_v6_bytes, before.v4_to_v6_bytes),
+            v6_to_v4_packets: d(self.v6_to_v4_packets, before.v6_to_v4_packets),
+            v6_to_v4_bytes: d(self.v6_to_v4_bytes, before.v6_to_v4_bytes),
+        }
+    }
+}
+
+/// `(translator, fast_path)` counters of one status entry.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    translator: Dir,
+    fast_path: Dir,
+}
+
+/// A topology with a running CLAT on up0. Field order matters: the daemon is stopped before the
+/// topology is torn down (also when a test panics).
+struct Env {
+    d: Daemon,
+    topo: Topology,
+    /// The mode under test: `fast_path = "on"`.
+    fast: bool,
+    /// The status entry once running.
+    u: Value,
+}
+
+impl Env {
+    fn counters(&self) -> Counters {
+        let u = self.d.uplink("up0").expect("up0 in status");
+        assert_eq!(u["state"], "running", "CLAT no longer running: {u}");
+        Counters {
+            translator: Dir::from_json(&u["counters"]["translator"]),
+            fast_path: Dir::from_json(&u["counters"]["fast_path"]),
+        }
+    }
+
+    fn v6(&self) -> Ipv6Addr {
+        self.u["v6"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Item 9: SIGTERM; exit 0; no `v4-` link, no clsact/ingress qdisc, no tc filter and no TCX
+    /// program left on up0; no process left in the client namespace.
+    fn stop_and_assert_clean(mut self) {
+        self.d.sigterm();
+        let st = self
+            .d
+            .wait_exit(WAIT)
+            .expect("autoclat did not exit on SIGTERM");
+        assert!(st.success(), "autoclat exited {st} on SIGTERM");
+        let topo = &self.topo;
+        assert!(
+            topo.link_names_with_prefix(Ns::Client, "v4-").is_empty(),
+            "v4- link left: {:?}",
+            topo.link_names_with_prefix(Ns::Client, "v4-")
+        );
+        let qdisc = topo.exec_ok(Ns::Client, &["tc", "qdisc", "show", "dev", "up0"]);
+        assert!(
+            !qdisc.contains("clsact") && !qdisc.contains("ingress"),
+            "qdisc left on up0: {qdisc}"
+        );
+        for hook in ["ingress", "egress"] {
+            let out = topo.exec(Ns::Client, &["tc", "filter", "show", "dev", "up0", hook]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.trim().is_empty(),
+                "tc {hook} filter left on up0: {text}"
+            );
+        }
+        let tcx = topo.tcx_programs(Ns::Client, "up0");
+        assert!(tcx.is_empty(), "TCX programs left on up0: {tcx:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || topo
+                .ns_pids(Ns::Client)
+                .is_empty()),
+            "processes left in the client namespace: {:?}",
+            topo.ns_pids(Ns::Client)
+        );
+    }
+}
+
+fn same_prefix(a: &str, b: &str) -> bool {
+    match (a.parse::<Nat64Prefix>(), b.parse::<Nat64Prefix>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Builds the topology with NAT64 `prefix` (tayga and unbound's DNS64), echo servers on
+/// server4, starts autoclat with the real clatd and `fast_path = mode`, waits until the CLAT
+/// runs with the prefix learnt from DNS64 and passes a UDP echo. `None`: skipped (not root).
+fn setup(test: &str, mode: &str, prefix: &str) -> Option<Env> {
+    if skip_unless_root(&format!("{test}::fast_path_{mode}")) {
+        return None;
+    }
+    let topo = Topology::new(TopologyOptions {
+        nat64_prefix: prefix.into(),
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat(&format!(
+        "[daemon]\nclatd_path = \"\"\n\n[[uplink]]\nmatch = \"up0\"\nfast_path = \"{mode}\"\n"
+    ));
+    let u = d.wait_uplink("up0", &format!("running with {prefix} from dns64"), |u| {
+        u["state"] == "running"
+            && u["prefix"].as_str().is_some_and(|p| same_prefix(p, prefix))
+            && u["prefix_source"] == "dns64"
+    });
+    let fast = mode == "on";
+    assert_eq!(
+        u["fast_path"], fast,
+        "status fast_path for fast_path = {mode:?}: {u}"
+    );
+    let env = Env { d, topo, fast, u };
+    wait_for(WAIT, "a first UDP echo through the CLAT", || {
+        udp_echo(
+            &env.topo.cli,
+            (SERVER4, 7).into(),
+            b"ready?".to_vec(),
+            Duration::from_millis(500),
+        )
+        .ok()
+        .filter(|r| r == b"ready?")
+    });
+    Some(env)
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut v)
+        .unwrap();
+    v
+}
+
+/// SHA-256 (hex) of a file, by `sha256sum`.
+fn sha256_file(path: &std::path::Path) -> String {
+    let out = run_ok(&["sha256sum", path.to_str().unwrap()]);
+    out.split_whitespace().next().unwrap().to_owned()
+}
+
+/// Serves `size` random bytes over HTTP from server4, downloads them with `curl -4` in the
+/// client namespace and compares SHA-256 and length. Returns the size.
+fn http_download_and_check(env: &Env, size: usize, tag: &str) -> usize {
+    let body = random_bytes(size);
+    let src = env.topo.dir.join(format!("{tag}-served.bin"));
+    std::fs::write(&src, &body).unwrap();
+    let want = sha256_file(&src);
+    let server = env
+        .topo
+        .start_http_server(Ns::Server, (SERVER4, 80).into(), Arc::new(body));
+    let dst = env.topo.dir.join(format!("{tag}-downloaded.bin"));
+    let out = env.topo.exec(
+        Ns::Client,
+        &[
+            "curl",
+            "-4",
+            "-sS",
+            "--fail",
+            "--connect-timeout",
+            "10",
+            "--max-time",
+            "60",
+            "-o",
+            dst.to_str().unwrap(),
+            &format!("http://{SERVER4}/{tag}.bin"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl through the CLAT failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got_len = std::fs::metadata(&dst).unwrap().len() as usize;
+    assert_eq!(got_len, size, "downloaded length");
+    assert_eq!(sha256_file(&dst), want, "SHA-256 of the download");
+    drop(server);
+    size
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. HTTP download
+
+fn http_download_sha256(mode: &str) {
+    let Some(env) = setup("http_download_sha256", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let before = env.counters();
+    http_download_and_check(&env, 4 << 20, "dl");
+    let delta = env.counters();
+    let (t, f) = (
+        delta.translator.since(&before.translator),
+        delta.fast_path.since(&before.fast_path),
+    );
+    // The 4 MiB came in (IPv6 → IPv4) through one path or the other.
+    assert!(
+        t.v6_to_v4_bytes + f.v6_to_v4_bytes >= 4 << 20,
+        "counters do not account for the download: translator {t:?}, fast path {f:?}"
+    );
+    if !env.fast {
+        assert_eq!(f, Dir::default(), "fast path counted with fast_path = off");
+    }
+    env.stop_and_assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 and 8. iperf3 both directions; the fast path's share of the bytes
+
+/// Runs `iperf3 -c SERVER4 -t 2 -J [extra]` in the client namespace; returns the JSON report
+/// after checking it completed without error and moved bytes.
+fn iperf3_client(env: &Env, extra: &[&str]) -> Value {
+    // `timeout`: a lost data connection would leave `iperf3 -R` waiting forever.
+    let mut args = vec![
+        "timeout",
+        "30",
+        "iperf3",
+        "-c",
+        "198.51.100.10",
+        "-t",
+        "2",
+        "-J",
+        "--connect-timeout",
+        "5000",
+    ];
+    args.extend_from_slice(extra);
+    let out = env.topo.exec(Ns::Client, &args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let j: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 {extra:?} output is not JSON ({e}): {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success() && j.get("error").is_none(),
+        "iperf3 {extra:?} failed ({}): {}",
+        out.status,
+        j["error"]
+    );
+    for sum in ["sum_sent", "sum_received"] {
+        let bytes = j["end"][sum]["bytes"].as_u64().unwrap_or(0);
+        assert!(bytes > 0, "iperf3 {extra:?}: end.{sum}.bytes = {bytes}");
+    }
+    j
+}
+
+fn iperf3_tcp_both_directions(mode: &str) {
+    let Some(env) = setup("iperf3_tcp_both_directions", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    env.topo.spawn(
+        Ns::Server,
+        "iperf3-server",
+        &["iperf3", "-s", "-B", "198.51.100.10", "-p", "5201"],
+    );
+    wait_for(WAIT, "iperf3 -s listening", || {
+        let out = env.topo.exec(Ns::Server, &["ss", "-Hltn", "sport = :5201"]);
+        (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(())
+    });
+    let before = env.counters();
+    let up = iperf3_client(&env, &[]);
+    let down = iperf3_client(&env, &["-R"]);
+    let after = env.counters();
+    let t = after.translator.since(&before.translator);
+    let f = after.fast_path.since(&before.fast_path);
+    let sent = up["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    let received = down["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    eprintln!(
+        "iperf3 ({mode}): {sent} bytes up, {received} down; translator {t:?}; fast path {f:?}"
+    );
+    if env.fast {
+        assert!(
+            f.v4_to_v6_packets > 0 && f.v6_to_v4_packets > 0,
+            "no fast-path packets both ways after iperf3: {f:?}"
+        );
+        assert!(
+            f.v4_to_v6_bytes > t.v4_to_v6_bytes,
+            "most of the upload should take the fast path: fast {f:?} vs translator {t:?}"
+        );
+        assert!(
+            f.v6_to_v4_bytes > t.v6_to_v4_bytes,
+            "most of the download should take the fast path: fast {f:?} vs translator {t:?}"
+        );
+        // Both paths together carried at least the payload each way.
+        assert!(f.v4_to_v6_bytes + t.v4_to_v6_bytes >= sent, "{f:?} {t:?}");
+        assert!(
+            f.v6_to_v4_bytes + t.v6_to_v4_bytes >= received,
+            "{f:?} {t:?}"
+        );
+    } else {
+        assert_eq!(f, Dir::default(), "fast path counted with fast_path = off");
+        assert!(
+            t.v4_to_v6_bytes >= sent,
+            "translator v4→v6 bytes {} < iperf3 upload {sent}",
+            t.v4_to_v6_bytes
+        );
+        assert!(
+            t.v6_to_v4_bytes >= received,
+            "translator v6→v4 bytes {} < iperf3 download {received}",
+            t.v6_to_v4_bytes
+        );
+    }
+    env.stop_and_assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. UDP echo and ping
+
+/// Asserts that between `before` and now the translator (clatd) carried packets both ways (or
+/// only IPv6 → IPv4 when `both` is false) and the fast path none.
+fn assert_went_through_clatd(env: &Env, before: &Counters, what: &str, both: bool) {
+    let now = env.counters();
+    let t = now.translator.since(&before.translator);
+    let f = now.fast_path.since(&before.fast_path);
+    assert!(
+        t.v6_to_v4_packets > 0 && (!both || t.v4_to_v6_packets > 0),
+        "{what}: the translator's counters did not grow: {t:?}"
+    );
+    if both {
+        assert_eq!(
+            f,
+            Dir::default(),
+            "{what} went through the fast path: {f:?}"
+        );
+    } else {
+        assert_eq!(
+            (f.v6_to_v4_packets, f.v6_to_v4_bytes),
+            (0, 0),
+            "{what}: the reply went through the fast path: {f:?}"
+        );
+    }
+}
+
+fn udp_echo_and_ping(mode: &str) {
+    let Some(env) = setup("udp_echo_and_ping", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let cli = env.topo.cli.clone();
+    for i in 0..5u8 {
+        let msg = format!("udp via the clat #{i}").into_bytes();
+        let echo = udp_echo(
+            &cli,
+            (SERVER4, 7).into(),
+            msg.clone(),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|e| panic!("UDP echo #{i} through the CLAT: {e}"));
+        assert_eq!(echo, msg);
+    }
+    let before = env.counters();
+    let server = IpAddr::V4(SERVER4);
+    assert!(
+        wait_until(WAIT, || ping(&cli, server, Duration::from_secs(1))),
+        "no ping reply from {server} through the CLAT"
+    );
+    // The `ping` binary too (ICMP echo through a datagram or raw socket, whatever it uses).
+    let out = env.topo.exec(
+        Ns::Client,
+        &[
+            "ping",
+            "-4",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "198.51.100.10",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "ping -4 through the CLAT failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_went_through_clatd(&env, &before, "ping", true);
+    env.stop_and_assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. TTL expiry
+
+/// Where an IPv4 TTL dies on the way to server4 (the CLAT copies TTL into the hop limit and
+/// back; a locally sent packet is not decremented by the client):
+/// - TTL 1: the router's IPv6 forwarding (hop limit 1 into the NAT64 route) sends ICMPv6 time
+///   exceeded from 2001:db8:1::1, outside the NAT64 prefix; the CLAT translates it from the
+///   RFC 7600 dummy address 192.0.0.8.
+/// - TTL 2: forwarded with hop limit 1 into tayga, which refuses to translate it and answers
+///   ICMPv6 time exceeded from its own address PREFIX+192.0.2.1 → ICMPv4 from 192.0.2.1.
+/// - TTL 3: tayga translates with TTL 1, the router's IPv4 forwarding to server4 sends ICMPv4
+///   time exceeded to the pool address; tayga makes it ICMPv6, the CLAT ICMPv4 from the
+///   router's IPv4 address.
+fn ttl_expiry_draws_time_exceeded(mode: &str) {
+    let Some(env) = setup("ttl_expiry_draws_time_exceeded", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let cli = env.topo.cli.clone();
+    // A port nobody listens on, so that TTL 4 (reaching the server) draws port unreachable.
+    let dst = SocketAddrV4::new(SERVER4, 33434);
+    let before = env.counters();
+    let mut seen = Vec::new();
+    for ttl in 1..=4u32 {
+        let e = udp_ttl_probe(&cli, dst, ttl, Duration::from_secs(2))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no ICMP error for an IPv4 UDP datagram with TTL {ttl}"));
+        seen.push((ttl, e));
+    }
+    eprintln!("TTL probes ({mode}): {seen:#?}");
+    for (ttl, e) in &seen[..3] {
+        assert_eq!(
+            (e.origin, e.icmp_type, e.icmp_code),
+            (2, 11, 0),
+            "TTL {ttl}: not an ICMP time exceeded in transit: {e:?}"
+        );
+    }
+    assert_eq!(
+        seen[0].1.offender,
+        Some(Ipv4Addr::new(192, 0, 0, 8)),
+        "TTL 1 dies at the IPv6 router: RFC 7600 source"
+    );
+    assert_eq!(
+        seen[1].1.offender,
+        Some(TAYGA_V4),
+        "TTL 2 dies at tayga: its IPv4 address"
+    );
+    assert_eq!(
+        seen[2].1.offender,
+        Some(ROUTER4),
+        "TTL 3 dies at the router's IPv4 forwarding"
+    );
+    let (_, last) = seen[3];
+    assert_eq!(
+        (last.origin, last.icmp_type, last.icmp_code, last.offender),
+        (2, 3, 3, Some(SERVER4)),
+        "TTL 4 reaches the server: port unreachable from it"
+    );
+    assert_went_through_clatd(&env, &before, "ICMP errors", false);
+    env.stop_and_assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. PMTU (non-/96 prefix)
+
+/// The NAT64's tun `nat64` (tayga's interface: the router's IPv4 route to the pool and its IPv6
+/// route to the prefix) gets MTU 1400, a narrower hop in the middle of the path. Download: the
+/// router answers server4's 1472-byte DF segments with "fragmentation needed"; server4 lowers
+/// its path MTU and the CLAT translates the smaller segments. Upload: the router answers the
+/// CLAT's 1492-byte IPv6 packets with a Packet Too Big from 2001:db8:1::1, which the CLAT turns
+/// into "fragmentation needed" (from 192.0.0.8) so that the client lowers its path MTU.
+fn pmtu_download_and_upload_56(mode: &str) {
+    let prefix = "2001:db8:100::/56";
+    let Some(env) = setup("pmtu_download_and_upload_56", mode, prefix) else {
+        return;
+    };
+    env.topo
+        .exec_ok(Ns::Router, &["ip", "link", "set", "nat64", "mtu", "1400"]);
+    http_download_and_check(&env, 3 << 20, "pmtu");
+    let payload = random_bytes(1 << 20);
+    let echo = tcp_echo_bulk(
+        &env.topo.cli,
+        (SERVER4, 7).into(),
+        payload.clone(),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("bulk TCP echo over the 1400-byte hop: {e}"));
+    assert!(echo == payload, "bulk TCP echo came back different");
+    // The upload lowered the client's path MTU to server4 (read from the route cache with a
+    // datagram small enough not to need it).
+    let mtu = udp_path_mtu(&env.topo.cli, SocketAddrV4::new(SERVER4, 7), 1200).unwrap();
+    assert!(
+        mtu <= 1380,
+        "the client's path MTU to {SERVER4} stayed at {mtu} after the upload"
+    );
+    env.stop_and_assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Fragments (non-/96 prefix)
+
+fn udp_3000_bytes_fragmented_40(mode: &str) {
+    let prefix = "2001:db8:100::/40";
+    let Some(env) = setup("udp_3000_bytes_fragmented_40", mode, prefix) else {
+        return;
+    };
+    let before = env.counters();
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let echo = wait_for(WAIT, "a 3000-byte UDP echo through the CLAT", || {
+        udp_echo(
+            &env.topo.cli,
+            (SERVER4, 7).into(),
+            payload.clone(),
+            Duration::from_secs(2),
+        )
+        .ok()
+    });
+    assert_eq!(echo.len(), 3000, "length of the echo");
+    assert!(echo == payload, "the 3000-byte echo came back different");
+    assert_went_through_clatd(&env, &before, "fragmented UDP", true);
+    env.stop_and_assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. No RST, no ICMPv6 unreachable from the CLAT address
+
+fn no_rst_no_unreachable_from_the_clat_address(mode: &str) {
+    let Some(env) = setup(
+        "no_rst_no_unreachable_from_the_clat_address",
+        mode,
+        DEFAULT_PREFIX,
+    ) else {
+        return;
+    };
+    let v6 = env.v6();
+    // Positive control: the client's own SLAAC address, where the host stack does answer (RST,
+    // port unreachable), proves the capture and its reading would see an answer.
+    let own = env.topo.slaac_addr("up0").expect("SLAAC address on up0");
+    let pcap = env.topo.dir.join("clat-v6.pcap");
+    let tcpdump = env.topo.spawn(
+        Ns::Client,
+        "tcpdump",
+        &[
+            "tcpdump",
+            "-i",
+            "up0",
+            "-nn",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            pcap.to_str().unwrap(),
+            &format!("ip6 host {v6} or ip6 host {own}"),
+        ],
+    );
+    let log = env.topo.dir.join("tcpdump.log");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("listening on"))),
+        "tcpdump did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let port = 47123u16;
+    let clat = probe_from_router(&env.topo, SocketAddr::from((v6, port)));
+    let control = probe_from_router(&env.topo, SocketAddr::from((own, port)));
+    // Past libpcap's block timeout too, so the last packets are in the file.
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: SIGINT to the tcpdump we started (`ip netns exec` execs it); it flushes and exits.
+    unsafe { libc::kill(tcpdump as i32, libc::SIGINT) };
+    wait_until(Duration::from_secs(5), || !pid_alive(tcpdump));
+    let text = env.topo.exec_ok(
+        Ns::Client,
+        &["tcpdump", "-nn", "-v", "-r", pcap.to_str().unwrap()],
+    );
+    eprintln!("capture on up0 ({mode}):\n{text}\nCLAT: {clat:?}\ncontrol {own}: {control:?}");
+    for addr in [v6, own] {
+        let to = format!("> {addr}.{port}:");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&to) && l.contains("Flags [S]")),
+            "the capture did not see the SYN to {addr}"
+        );
+        assert!(
+            text.lines().any(|l| l.contains(&to) && l.contains("UDP")),
+            "the capture did not see the UDP datagram to {addr}"
+        );
+    }
+    let (rst, unreach) = answers_from(&text, own, port);
+    assert!(
+        !rst.is_empty() && !unreach.is_empty(),
+        "control: the host's own address should answer with RST and port unreachable: {text}"
+    );
+    assert_eq!(
+        control,
+        (
+            Err(std::io::ErrorKind::ConnectionRefused),
+            vec![Err(std::io::ErrorKind::ConnectionRefused); 3]
+        ),
+        "control: the router sees the refusals"
+    );
+    let (rst, unreach) = answers_from(&text, v6, port);
+    assert!(
+        rst.is_empty() && unreach.is_empty(),
+        "the CLAT address answered: RST {rst:#?}, unreachable {unreach:#?}"
+    );
+    let (tcp, udp) = clat;
+    assert_eq!(
+        tcp,
+        Err(std::io::ErrorKind::TimedOut),
+        "TCP connect to the CLAT address from the router"
+    );
+    for r in &udp {
+        assert!(
+            matches!(
+                r,
+                Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            ),
+            "UDP to the CLAT address from the router: {r:?} (expected silence)"
+        );
+    }
+    env.stop_and_assert_clean();
+}
+
+type ProbeResult = (
+    Result<(), std::io::ErrorKind>,
+    Vec<Result<(), std::io::ErrorKind>>,
+);
+
+/// From the router (2001:db8:1::1): a TCP connect to `dst` (times out when nothing answers,
+/// refused on a RST) and three UDP datagrams on a connected socket (an ICMPv6 unreachable shows
+/// as ECONNREFUSED on the next receive).
+fn probe_from_router(topo: &Topology, dst: SocketAddr) -> ProbeResult {
+    topo.in_ns(Ns::Router, move || {
+        let tcp = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+        s.connect(dst).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let mut udp = Vec::new();
+        for _ in 0..3 {
+            let _ = s.send(b"anyone there?");
+            let mut buf = [0u8; 64];
+            udp.push(s.recv(&mut buf).map(|_| ()).map_err(|e| e.kind()));
+        }
+        (tcp, udp)
+    })
+}
+
+/// Lines of a `tcpdump -nn -v` reading sent from `addr`: TCP resets from `port`, and ICMPv6
+/// destination unreachable.
+fn answers_from(text: &str, addr: Ipv6Addr, port: u16) -> (Vec<&str>, Vec<&str>) {
+    let from_port = format!(" {addr}.{port} >");
+    let from_addr = format!(" {addr} >");
+    let rst = text
+        .lines()
+        .filter(|l| l.contains(&from_port) && l.contains("Flags [R"))
+        .collect();
+    let unreach = text
+        .lines()
+        .filter(|l| l.contains(&from_addr) && l.contains("unreachable"))
+        .collect();
+    (rst, unreach)
+}
