@@ -313,11 +313,17 @@ impl Daemon {
             deadlines.push(to_tokio(t));
         }
         for (ifindex, link) in &self.links {
-            if !self.inventory.links.contains_key(ifindex) {
+            let Some(uplink) = self.inventory.links.get(ifindex) else {
                 continue;
-            }
-            if let Some(t) = link.prefix.next_deadline(now_std) {
-                deadlines.push(to_tokio(t));
+            };
+            // Only where a query could start: elsewhere a due query (a time <= now) would wake
+            // the loop on every timer tick (1 kHz) and never be started. Those links' prefixes
+            // cannot matter before an event makes them eligible, and events reconcile.
+            let enable = self.opts.config.rule_for(&uplink.name).enable;
+            if dns64_may_ask(enable, uplink) {
+                if let Some(t) = link.prefix.next_deadline(now_std) {
+                    deadlines.push(to_tokio(t));
+                }
             }
             if let Some(t) = link.restart_at {
                 deadlines.push(t);
@@ -419,13 +425,7 @@ impl Daemon {
         link.prefix
             .set_pref64(uplink.pref64.as_ref().map(|p| (p.prefix, p.expires)));
 
-        // RFC 7050 only where a CLAT could follow: enabled, up, addressed.
-        if rule.enable
-            && !uplink.is_ours()
-            && !uplink.loopback
-            && uplink.admin_up
-            && uplink.carrier
-            && has_usable_v6(uplink)
+        if dns64_may_ask(rule.enable, uplink)
             && !link.dns_in_flight
             && link.prefix.dns64_due(now_std)
         {
@@ -549,6 +549,7 @@ impl Daemon {
                     if active.bpf.as_ref().is_some_and(ClatBpf::fast_path) { "on" } else { "off" }
                 );
                 link.clat = Some(active);
+                release_freed_heap();
             }
             Err(reason) => {
                 let delay = link.backoff.on_exit(now.into_std());
@@ -900,6 +901,29 @@ async fn pidfd_terminated(pid: i32) -> std::io::Result<()> {
     .map_err(|e| e.into_parts().1)?;
     let _guard = afd.readable().await?;
     Ok(())
+}
+
+/// Hand heap freed during a CLAT start back to the kernel. Starting one (the eBPF loader above
+/// all) leaves ~15 MiB of freed heap that glibc keeps: measured with netns-tests/bench, the idle
+/// supervisor sat at 23.9 MiB RSS (16.5 MiB anonymous) and fell to 8.5 MiB after a
+/// `malloc_trim` (DESIGN §5 aims at ≤ 10 MiB).
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no pointers and
+    // is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// RFC 7050 only where a CLAT could follow: enabled, up, addressed.
+fn dns64_may_ask(rule_enable: bool, uplink: &Uplink) -> bool {
+    rule_enable
+        && !uplink.is_ours()
+        && !uplink.loopback
+        && uplink.admin_up
+        && uplink.carrier
+        && has_usable_v6(uplink)
 }
 
 fn has_usable_v6(uplink: &Uplink) -> bool {
