@@ -99,6 +99,8 @@ struct LinkState {
     last_exit: Option<String>,
     fast_path_reason: Option<String>,
     decision: Option<Decision>,
+    /// The servers the last RFC 7050 query went to.
+    dns_servers_asked: Vec<std::net::SocketAddr>,
     /// Up with carrier at the last reconcile (to forget learnt prefixes on a link bounce).
     was_up: bool,
 }
@@ -120,6 +122,7 @@ impl LinkState {
             fast_path_reason: None,
             decision: None,
             was_up: false,
+            dns_servers_asked: Vec::new(),
         }
     }
 }
@@ -425,10 +428,7 @@ impl Daemon {
         link.prefix
             .set_pref64(uplink.pref64.as_ref().map(|p| (p.prefix, p.expires)));
 
-        if dns64_may_ask(rule.enable, uplink)
-            && !link.dns_in_flight
-            && link.prefix.dns64_due(now_std)
-        {
+        if dns64_may_ask(rule.enable, uplink) {
             let servers = crate::discovery::state::dns_servers(
                 &uplink.name,
                 uplink.ifindex,
@@ -436,19 +436,30 @@ impl Daemon {
                 &self.resolv_conf,
                 &self.opts.config.discovery.dns_servers,
             );
-            if servers.is_empty() {
-                let err = DiscoveryError::NoDnsServers(uplink.name.clone());
-                link.prefix.on_dns64_result(&Err(err), now_std);
-            } else {
-                link.dns_in_flight = true;
-                link.prefix.dns64_started(now_std);
-                let tx = self.events.clone();
-                let ifname = uplink.name.clone();
-                let ifindex = uplink.ifindex;
-                tokio::spawn(async move {
-                    let result = query_dns64(&ifname, &servers, DNS64_TIMEOUT).await;
-                    let _ = tx.send(Event::Dns64 { ifindex, result }).await;
-                });
+            // The servers changed (typically: the RA's RDNSS arrived just after its address,
+            // and the first query went to /etc/resolv.conf's servers) while no prefix is known:
+            // ask the new ones now rather than after a timeout and a backoff.
+            let new_servers = !servers.is_empty() && servers != link.dns_servers_asked;
+            let retry_now = new_servers && link.prefix.current(now_std).is_none();
+            if retry_now {
+                link.prefix.dns64_retry_now(now_std);
+            }
+            if (retry_now || !link.dns_in_flight) && link.prefix.dns64_due(now_std) {
+                if servers.is_empty() {
+                    let err = DiscoveryError::NoDnsServers(uplink.name.clone());
+                    link.prefix.on_dns64_result(&Err(err), now_std);
+                } else {
+                    link.dns_in_flight = true;
+                    link.dns_servers_asked.clone_from(&servers);
+                    link.prefix.dns64_started(now_std);
+                    let tx = self.events.clone();
+                    let ifname = uplink.name.clone();
+                    let ifindex = uplink.ifindex;
+                    tokio::spawn(async move {
+                        let result = query_dns64(&ifname, &servers, DNS64_TIMEOUT).await;
+                        let _ = tx.send(Event::Dns64 { ifindex, result }).await;
+                    });
+                }
             }
         }
 

@@ -166,6 +166,13 @@ impl PrefixState {
         self.pref64 = pref64.map(|(prefix, expires)| Timed { prefix, expires });
     }
 
+    /// Make a DNS64 query due now, whatever the backoff says (the servers to ask changed).
+    pub fn dns64_retry_now(&mut self, now: Instant) {
+        self.dns64_next = now;
+        self.dns64_in_flight = false;
+        self.dns64_backoff = DNS64_BACKOFF_START;
+    }
+
     /// The static prefix from the configuration (or none).
     pub fn set_static(&mut self, prefix: Option<Nat64Prefix>) {
         self.static_prefix = prefix;
@@ -261,6 +268,27 @@ mod tests {
         Err(DiscoveryError::NoDns64 {
             server: "[2001:db8::53]:53".parse().unwrap(),
         })
+    }
+
+    #[test]
+    fn retry_now_overrides_backoff_and_pref64_mirror() {
+        let t0 = Instant::now();
+        let mut s = PrefixState::new(ALL.to_vec(), None, t0);
+        assert!(s.dns64_due(t0));
+        s.dns64_started(t0);
+        assert!(!s.dns64_due(t0));
+        s.on_dns64_result(&failure(), t0);
+        s.dns64_started(t0);
+        s.on_dns64_result(&failure(), t0);
+        assert!(!s.dns64_due(t0 + secs(1)), "in backoff");
+        s.dns64_retry_now(t0 + secs(1));
+        assert!(s.dns64_due(t0 + secs(1)));
+        // The inventory's PREF64 is mirrored as is, and forgotten with None.
+        s.set_pref64(Some((p("2001:db8:100::/56"), t0 + secs(60))));
+        assert_eq!(s.current(t0).map(|c| c.1), Some(PrefixSource::Pref64));
+        assert!(!s.dns64_due(t0 + secs(2)), "no DNS64 while PREF64 is known");
+        s.set_pref64(None);
+        assert_eq!(s.current(t0), None);
     }
 
     #[test]
