@@ -82,6 +82,8 @@ struct ActiveClat {
     /// The supervisor's copy of the translator's receive socket, to swap its filter when the
     /// fast path goes on or off.
     rx_fd: std::os::fd::OwnedFd,
+    /// The uplink's proxy_delay before we set it to 0, restored on stop.
+    proxy_delay: Option<ProxyDelay>,
     /// Incremented on every (re)spawn, so exit events of an older child are ignored.
     generation: u64,
     child_alive: bool,
@@ -694,7 +696,11 @@ impl Daemon {
                 }
             }
         }
+        // Neighbour advertisements for an anycast address wait up to proxy_delay (0.8 s by
+        // default): without this the router's first packet to the CLAT waits that long.
+        let proxy_delay = ProxyDelay::set_zero(&uplink.name);
         Ok(PendingClat {
+            proxy_delay,
             plan: plan.clone(),
             running,
             bpf,
@@ -741,6 +747,9 @@ impl Daemon {
             }
         }
         drop(clat.rx_fd);
+        if let Some(pd) = clat.proxy_delay {
+            pd.restore();
+        }
         for e in self.controller.stop(clat.running).await {
             tracing::warn!(uplink = %clat.plan.uplink, "while stopping: {e}");
         }
@@ -852,6 +861,7 @@ impl Daemon {
 
 /// A started CLAT before it is filed into its link's state.
 struct PendingClat {
+    proxy_delay: Option<ProxyDelay>,
     plan: ClatPlan,
     running: RunningClat,
     bpf: Option<ClatBpf>,
@@ -867,6 +877,7 @@ impl PendingClat {
             running: self.running,
             bpf: self.bpf,
             rx_fd: self.rx_fd,
+            proxy_delay: self.proxy_delay,
             generation: self.generation,
             child_alive: true,
         }
@@ -960,4 +971,36 @@ fn random_u64() -> u64 {
         return t ^ (u64::from(std::process::id()) << 32);
     }
     u64::from_ne_bytes(buf)
+}
+
+/// `net.ipv6.neigh.<uplink>.proxy_delay`, set to 0 while a CLAT runs and restored after.
+struct ProxyDelay {
+    path: PathBuf,
+    old: String,
+}
+
+impl ProxyDelay {
+    fn set_zero(uplink: &str) -> Option<Self> {
+        let path = PathBuf::from(format!("/proc/sys/net/ipv6/neigh/{uplink}/proxy_delay"));
+        let old = std::fs::read_to_string(&path).ok()?.trim().to_string();
+        if old == "0" {
+            return None;
+        }
+        match std::fs::write(&path, "0") {
+            Ok(()) => Some(Self { path, old }),
+            Err(e) => {
+                tracing::warn!(uplink, "cannot set proxy_delay to 0 (first packets to the CLAT may wait up to 0.8 s): {e}");
+                None
+            }
+        }
+    }
+
+    fn restore(self) {
+        // Only if nobody changed it meanwhile; a vanished uplink has nothing to restore.
+        if std::fs::read_to_string(&self.path).is_ok_and(|v| v.trim() == "0") {
+            if let Err(e) = std::fs::write(&self.path, &self.old) {
+                tracing::debug!("cannot restore {}: {e}", self.path.display());
+            }
+        }
+    }
 }

@@ -536,7 +536,8 @@ impl Topology {
             format!("net.ipv6.conf.{up}.accept_ra=2"),
             format!("net.ipv6.conf.{up}.autoconf=1"),
             format!("net.ipv6.conf.{up}.accept_dad={dad}"),
-            format!("net.ipv6.neigh.{up}.proxy_delay=0"),
+            // proxy_delay stays at the kernel default: autoclat sets it to 0 itself while a
+            // CLAT runs (anycast neighbour advertisements are delayed by it).
         ] {
             self.sysctl(Ns::Client, &kv);
         }
