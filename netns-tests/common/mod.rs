@@ -397,6 +397,12 @@ impl Topology {
         for ns in [&self.cli, &self.rtr, &self.srv] {
             run_ok(&["ip", "netns", "add", ns]);
             self.created_ns.lock().unwrap().push(ns.clone());
+            // `ip netns exec` shows this file as /etc/resolv.conf, so nothing started in the
+            // namespaces (the daemon's resolv.conf fallback included) ever asks the host's
+            // servers, which are outside the documentation ranges.
+            let etc = format!("/etc/netns/{ns}");
+            let _ = std::fs::create_dir_all(&etc);
+            let _ = std::fs::write(format!("{etc}/resolv.conf"), "nameserver 2001:db8:1::1\n");
             run_ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
 
@@ -1095,6 +1101,7 @@ impl Drop for Topology {
             let _ = run(&["ip", "-n", &self.rtr, "link", "del", "nat64"]);
         }
         for ns in &created {
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
             let out = run(&["ip", "netns", "del", ns]);
             if !out.status.success() {
                 eprintln!(
