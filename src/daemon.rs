@@ -341,12 +341,13 @@ impl Daemon {
         if self.opts.dry_run {
             return;
         }
+        // One dump serves both clean-ups below.
+        let inventory = crate::watch::netlink::dump().await.ok();
+        let links = || inventory.iter().flat_map(|inv| inv.links.values());
         // Translators a killed run left behind still hold their tun: stop them first.
-        if let Ok(inv) = crate::watch::netlink::dump().await {
-            for link in inv.links.values().filter(|l| l.is_ours()) {
-                crate::controller::leftovers::stop_tun_holders(&link.name, Duration::from_secs(2))
-                    .await;
-            }
+        for link in links().filter(|l| l.is_ours()) {
+            crate::controller::leftovers::stop_tun_holders(&link.name, Duration::from_secs(2))
+                .await;
         }
         match self.controller.remove_leftovers().await {
             Ok(removed) if !removed.is_empty() => {
@@ -358,12 +359,11 @@ impl Daemon {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot clean leftovers of an earlier run: {e}"),
         }
-        // Dump the links once to clean tc leftovers (qdiscs of a killed daemon) on each.
-        if let Ok(inv) = crate::watch::netlink::dump().await {
-            for link in inv.links.values() {
-                if let Err(e) = crate::bpf::remove_leftovers(link.ifindex) {
-                    tracing::debug!(uplink = %link.name, "bpf leftovers: {e}");
-                }
+        // tc leftovers (qdiscs of a killed daemon) on every other link; our own tuns are gone
+        // with their tc state.
+        for link in links().filter(|l| !l.is_ours()) {
+            if let Err(e) = crate::bpf::remove_leftovers(link.ifindex) {
+                tracing::debug!(uplink = %link.name, "bpf leftovers: {e}");
             }
         }
     }
@@ -891,7 +891,8 @@ fn watch_child(events: &mpsc::Sender<Event>, ifindex: u32, clat: &ActiveClat) {
     let generation = clat.generation;
     let tx = events.clone();
     tokio::spawn(async move {
-        if let Err(e) = pidfd_terminated(pid).await {
+        if let Err(e) = crate::controller::spawn::terminated(nix::unistd::Pid::from_raw(pid)).await
+        {
             tracing::warn!(pid, "cannot watch translator: {e}");
             return;
         }
@@ -902,27 +903,6 @@ fn watch_child(events: &mpsc::Sender<Event>, ifindex: u32, clat: &ActiveClat) {
             })
             .await;
     });
-}
-
-/// Resolves when process `pid` (our child) has terminated.
-async fn pidfd_terminated(pid: i32) -> std::io::Result<()> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open(pid_t, unsigned flags) takes no pointers; it returns a new descriptor
-    // or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the call succeeded, so `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as std::os::fd::RawFd) };
-    // SAFETY: `fd` is an open descriptor moved into the AsyncFd, which keeps it open and
-    // unchanged for its whole life.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| e.into_parts().1)?;
-    let _guard = afd.readable().await?;
-    Ok(())
 }
 
 /// Hand heap freed during a CLAT start back to the kernel. Starting one (the eBPF loader above
@@ -945,14 +925,7 @@ fn dns64_may_ask(rule_enable: bool, uplink: &Uplink) -> bool {
         && !uplink.loopback
         && uplink.admin_up
         && uplink.carrier
-        && has_usable_v6(uplink)
-}
-
-fn has_usable_v6(uplink: &Uplink) -> bool {
-    uplink
-        .v6_addrs
-        .iter()
-        .any(|a| a.global && !a.tentative && !a.dad_failed)
+        && crate::policy::choose_v6_source(&uplink.v6_addrs).is_some()
 }
 
 /// 64 random bits for the CLAT's interface identifier (RFC 7217-style freshness is enough:

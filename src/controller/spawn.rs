@@ -213,6 +213,31 @@ impl std::fmt::Display for ExitStatusInfo {
     }
 }
 
+/// A pidfd for `pid`, registered with tokio: readable once the process has terminated.
+fn open_pidfd(pid: Pid) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes (pid_t, unsigned int flags) and returns a new descriptor or -1;
+    // no memory is passed.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall succeeded, so `raw` is a new descriptor that nothing else owns.
+    // pidfds are always close-on-exec.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    // SAFETY: `fd` is a valid open OwnedFd moved into the AsyncFd, which never replaces it,
+    // so it stays open and the same descriptor for the AsyncFd's whole life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Resolves once our child `pid` has terminated, without reaping it (the [`ChildWatch`] that
+/// owns it does), so a second observer can learn of the exit without polling.
+pub async fn terminated(pid: Pid) -> std::io::Result<()> {
+    let pidfd = open_pidfd(pid)?;
+    let _ready = pidfd.readable().await?;
+    Ok(())
+}
+
 /// Watches one child through a pidfd. Needs a tokio runtime with I/O enabled.
 #[derive(Debug)]
 pub struct ChildWatch {
@@ -225,25 +250,9 @@ pub struct ChildWatch {
 impl ChildWatch {
     /// Opens a pidfd for our child `pid`. Sound against pid reuse because only we reap it.
     pub fn new(pid: Pid) -> Result<Self, SpawnError> {
-        // SAFETY: pidfd_open takes (pid_t, unsigned int flags) and returns a new descriptor or -1;
-        // no memory is passed.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
-        if raw < 0 {
-            return Err(SpawnError::PidFd {
-                pid: pid.as_raw(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: the syscall succeeded, so `raw` is a new descriptor that nothing else owns.
-        // pidfds are always close-on-exec.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-        // SAFETY: `fd` is a valid open OwnedFd moved into the AsyncFd, which never replaces it,
-        // so it stays open and the same descriptor for the AsyncFd's whole life.
-        let registered =
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-        let pidfd = registered.map_err(|e| SpawnError::PidFd {
+        let pidfd = open_pidfd(pid).map_err(|source| SpawnError::PidFd {
             pid: pid.as_raw(),
-            source: e.into_parts().1,
+            source,
         })?;
         Ok(Self {
             pid,

@@ -279,46 +279,18 @@ impl Inventory {
             return false;
         };
         match change {
-            AddrChange::V6(a) => {
-                match link
-                    .v6_addrs
-                    .iter_mut()
-                    .find(|x| x.addr == a.addr && x.prefix_len == a.prefix_len)
-                {
-                    Some(x) if *x == a => false,
-                    Some(x) => {
-                        *x = a;
-                        true
-                    }
-                    None => {
-                        link.v6_addrs.push(a);
-                        true
-                    }
-                }
-            }
+            AddrChange::V6(a) => upsert(&mut link.v6_addrs, a, |x, a| {
+                x.addr == a.addr && x.prefix_len == a.prefix_len
+            }),
             AddrChange::V6Gone { addr, prefix_len } => {
                 let n = link.v6_addrs.len();
                 link.v6_addrs
                     .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
                 link.v6_addrs.len() != n
             }
-            AddrChange::V4(a) => {
-                match link
-                    .v4_addrs
-                    .iter_mut()
-                    .find(|x| x.addr == a.addr && x.prefix_len == a.prefix_len)
-                {
-                    Some(x) if *x == a => false,
-                    Some(x) => {
-                        *x = a;
-                        true
-                    }
-                    None => {
-                        link.v4_addrs.push(a);
-                        true
-                    }
-                }
-            }
+            AddrChange::V4(a) => upsert(&mut link.v4_addrs, a, |x, a| {
+                x.addr == a.addr && x.prefix_len == a.prefix_len
+            }),
             AddrChange::V4Gone { addr, prefix_len } => {
                 let n = link.v4_addrs.len();
                 link.v4_addrs
@@ -459,6 +431,21 @@ fn retain_routes(link: &mut Uplink, keep: impl Fn(&DefaultRoute) -> bool) -> boo
     link.default_routes.retain(|r| keep(r));
     link.refresh_route_flags();
     link.default_routes.len() != n
+}
+
+/// Replace the entry that `same` matches with `item`, or append it. Whether anything changed.
+fn upsert<T: PartialEq>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) -> bool {
+    match list.iter_mut().find(|x| same(x, &item)) {
+        Some(x) if *x == item => false,
+        Some(x) => {
+            *x = item;
+            true
+        }
+        None => {
+            list.push(item);
+            true
+        }
+    }
 }
 
 #[cfg(test)]
