@@ -528,12 +528,7 @@ mod pmtu_download_and_upload_56 {
     fn fast_path_off() {
         super::pmtu_download_and_upload_56("off");
     }
-    /// Known problem: in about 1 of 3 runs under load (never seen alone), the TCP echo stalls.
-    /// Evidence from a failing run: the upload completed (path MTU 1380 learnt from the
-    /// translated Packet Too Big, all 1 MiB acked, the client in FIN-WAIT-1), but the echo back
-    /// (server → tayga → ingress fast path) stopped after 226 KB. Run it with `-- --ignored`.
     #[test]
-    #[ignore = "flaky with the fast path on: upload stalls after PMTU reduction in ~2/5 full runs"]
     fn fast_path_on() {
         super::pmtu_download_and_upload_56("on");
     }
@@ -561,16 +556,19 @@ fn pmtu_download_and_upload_56(mode: &str) {
         Duration::from_secs(20),
     )
     .unwrap_or_else(|e| {
-        // Evidence for the known flake: the client's path MTU, its TCP state, the counters.
+        // Evidence: the client's path MTU, both ends' TCP state, the counters.
         let route = env
             .topo
             .exec(Ns::Client, &["ip", "route", "get", "198.51.100.10"]);
         let ss = env.topo.exec(Ns::Client, &["ss", "-tin"]);
+        let ss_server = env.topo.exec(Ns::Server, &["ss", "-tin"]);
         let status = env.d.try_status();
         panic!(
-            "bulk TCP echo over the 1400-byte hop: {e}\nroute: {}\nss: {}\nstatus: {status:?}",
+            "bulk TCP echo over the 1400-byte hop: {e}\nroute: {}\nss (client): {}\n\
+             ss (server): {}\nstatus: {status:?}",
             String::from_utf8_lossy(&route.stdout),
-            String::from_utf8_lossy(&ss.stdout)
+            String::from_utf8_lossy(&ss.stdout),
+            String::from_utf8_lossy(&ss_server.stdout)
         )
     });
     assert!(echo == payload, "bulk TCP echo came back different");

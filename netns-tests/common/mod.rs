@@ -496,8 +496,15 @@ impl Topology {
             self.spawn(
                 Ns::Server,
                 "tcp-echo",
+                // `-b 4096`: socat echoes through a pipe it both writes and reads, with
+                // blocking writes once select() calls the pipe writable (at least one free
+                // 4 KiB slot). With its default 8 KiB blocks a write can then block on the
+                // pipe that only socat itself would drain, and the echo stalls for good under
+                // bulk load. A 4 KiB block always fits the free slot.
                 &[
                     "socat",
+                    "-b",
+                    "4096",
                     &format!("TCP4-LISTEN:7,bind={sv},reuseaddr,fork"),
                     "PIPE",
                 ],
