@@ -674,3 +674,91 @@ fn pmtu_through_the_clat() {
     });
     assert_eq!(echo, payload);
 }
+
+/// `setpriv` prefix that runs autoclat as root without the capabilities eBPF needs (CAP_BPF,
+/// CAP_PERFMON, CAP_SYS_ADMIN gone from the bounding set, so also after exec), keeping
+/// CAP_NET_ADMIN and CAP_NET_RAW for the tun, addresses, routes and packet sockets.
+const WITHOUT_BPF_PRIVILEGE: &[&str] = &[
+    "setpriv",
+    "--bounding-set",
+    "-bpf,-perfmon,-sys_admin",
+    "--",
+];
+
+/// `fast_path = "on"` where the kernel refuses eBPF: the uplink is not started (state backoff,
+/// the reason names the fast path), nothing of the attempt is left on the system, and SIGTERM
+/// leaves the namespace as it was. `"auto"` in the same place runs the CLAT in userspace,
+/// `fast_path_reason` says why, and IPv4 works through the real translator.
+#[test]
+fn fast_path_on_fails_and_auto_falls_back_without_bpf_privilege() {
+    if skip_unless_root("fast_path_on_fails_and_auto_falls_back_without_bpf_privilege") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let before = topo.snapshot(Ns::Client);
+
+    let mut d = topo.start_autoclat_under(
+        WITHOUT_BPF_PRIVILEGE,
+        &format!("{REAL_CLATD}[[uplink]]\nmatch = \"up0\"\nfast_path = \"on\"\n"),
+    );
+    let u = d.wait_uplink("up0", "backoff because the fast path cannot attach", |u| {
+        u["state"] == "backoff"
+            && u["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("fast_path = \"on\""))
+    });
+    eprintln!("fast_path = on without BPF privilege: {u}");
+    assert_contract_fields(&u);
+    assert!(u["pid"].is_null(), "a failed uplink has a translator: {u}");
+    assert_eq!(u["fast_path"], false, "{u}");
+    // Between retries the failed attempt has been undone: no tun, address, route or child.
+    assert!(
+        wait_until(WAIT, || topo.snapshot(Ns::Client) == before
+            && topo.client_pids_named("clatd-up0").is_empty()),
+        "the failed start left something behind:\n{:#?}",
+        topo.snapshot(Ns::Client)
+            .symmetric_difference(&before)
+            .collect::<Vec<_>>()
+    );
+    d.sigterm();
+    let st = d.wait_exit(WAIT).expect("autoclat did not exit on SIGTERM");
+    assert!(st.success(), "autoclat exited {st} on SIGTERM");
+    assert_same_snapshot(
+        &before,
+        &topo.snapshot(Ns::Client),
+        "after SIGTERM (fast_path on)",
+    );
+    assert!(topo.ns_pids(Ns::Client).is_empty(), "processes left behind");
+
+    let d = topo.start_autoclat_under(
+        WITHOUT_BPF_PRIVILEGE,
+        &format!("{REAL_CLATD}[[uplink]]\nmatch = \"up0\"\nfast_path = \"auto\"\n"),
+    );
+    let u = d.wait_state("up0", "running");
+    assert_eq!(u["fast_path"], false, "fast path claimed without BPF: {u}");
+    eprintln!("fast_path = auto without BPF privilege: {u}");
+    let why = u["fast_path_reason"].as_str().unwrap_or_default();
+    assert!(
+        !why.is_empty() && why != "disabled by config",
+        "auto fell back without saying why: {u}"
+    );
+    let server = IpAddr::V4(SERVER4);
+    assert!(
+        wait_until(WAIT, || ping(&topo.cli, server, Duration::from_secs(1))),
+        "no ping reply from {server} through the userspace CLAT"
+    );
+    let echo = wait_for(WAIT, "TCP echo through the userspace CLAT", || {
+        tcp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            b"no bpf here".to_vec(),
+            Duration::from_secs(5),
+        )
+        .ok()
+    });
+    assert_eq!(echo, b"no bpf here");
+}

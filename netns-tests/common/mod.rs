@@ -1024,6 +1024,12 @@ auth-zone:
     /// test set it, `daemon.clatd_path` pointed at the fake translator) and starts
     /// `autoclat run --config FILE` in the client namespace.
     pub fn start_autoclat(&self, config_toml: &str) -> Daemon {
+        self.start_autoclat_under(&[], config_toml)
+    }
+
+    /// Like [`Topology::start_autoclat`], with `autoclat` run by the command `wrapper` (e.g.
+    /// `setpriv` with a narrower capability bounding set), which must exec its arguments.
+    pub fn start_autoclat_under(&self, wrapper: &[&str], config_toml: &str) -> Daemon {
         let n = self.daemon_seq.fetch_add(1, Ordering::Relaxed);
         let mut table: toml::Table = config_toml
             .parse()
@@ -1048,14 +1054,9 @@ auth-zone:
         let log = self.dir.join(format!("autoclat-{n}.log"));
         let f = File::create(&log).unwrap();
         let child = no_inherited_fds(&mut Command::new("ip"))
-            .args([
-                "netns",
-                "exec",
-                &self.cli,
-                autoclat_bin(),
-                "run",
-                "--config",
-            ])
+            .args(["netns", "exec", &self.cli])
+            .args(wrapper)
+            .args([autoclat_bin(), "run", "--config"])
             .arg(&config)
             .env("FAKE_CLATD_REPORT_DIR", &reports)
             .env(
