@@ -273,7 +273,22 @@ fn load_object() -> Result<Ebpf, BpfError> {
     #[cfg(autoclat_bpf_missing)]
     return Err(BpfError::NotBuilt(env!("AUTOCLAT_BPF_MISSING").into()));
     #[cfg(not(autoclat_bpf_missing))]
-    Ebpf::load(OBJECT).map_err(|e| load_error(&e))
+    {
+        // One loader for the process, without kernel BTF: the programs use no CO-RE
+        // relocations, and `EbpfLoader::new` parses all of vmlinux's BTF (~5 MB) each time,
+        // which was most of the ~50 ms every CLAT start spent loading the programs.
+        static LOADER: std::sync::Mutex<Option<aya::EbpfLoader<'static>>> =
+            std::sync::Mutex::new(None);
+        let mut loader = LOADER.lock().unwrap_or_else(|e| e.into_inner());
+        loader
+            .get_or_insert_with(|| {
+                let mut l = aya::EbpfLoader::new();
+                l.btf(None);
+                l
+            })
+            .load(OBJECT)
+            .map_err(|e| load_error(&e))
+    }
 }
 
 fn program<'a>(
