@@ -139,7 +139,17 @@ pub struct Daemon {
     events: mpsc::Sender<Event>,
     generation: u64,
     resolv_conf: Vec<crate::discovery::resolvconf::Nameserver>,
+    /// CLAT starts left in this reconcile pass ([`STARTS_PER_PASS`]).
+    start_budget: usize,
+    /// A start was put off because the budget ran out: reconcile again at once, after the loop
+    /// has answered whatever else is waiting (status requests, signals).
+    starts_deferred: bool,
 }
+
+/// CLATs started per reconcile pass. Each start takes some tens of ms; with many uplinks
+/// appearing at once the loop returns between batches, so `status` and SIGTERM are answered
+/// while the rest start.
+const STARTS_PER_PASS: usize = 4;
 
 /// Run the daemon until SIGTERM or SIGINT; then stop every CLAT and return.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
@@ -192,6 +202,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         events: events_tx,
         generation: 0,
         resolv_conf: crate::discovery::resolvconf::read_system_nameservers(),
+        start_budget: STARTS_PER_PASS,
+        starts_deferred: false,
         opts,
     };
     daemon.clean_leftovers().await;
@@ -314,6 +326,9 @@ impl Daemon {
         let now = Instant::now();
         let to_tokio = |t: std::time::Instant| now + t.saturating_duration_since(now_std);
         let mut deadlines: Vec<Instant> = Vec::new();
+        if self.starts_deferred {
+            deadlines.push(now);
+        }
         if let Some(t) = self.inventory.next_expiry() {
             deadlines.push(to_tokio(t));
         }
@@ -373,6 +388,8 @@ impl Daemon {
         let now = Instant::now();
         let now_std = now.into_std();
         self.inventory.expire(now_std);
+        self.start_budget = STARTS_PER_PASS;
+        self.starts_deferred = false;
 
         // Links that disappeared: stop their CLATs (the tun may already be gone with them).
         let gone: Vec<u32> = self
@@ -513,7 +530,11 @@ impl Daemon {
                     return;
                 }
                 match link.clat.as_ref().map(|c| c.child_alive) {
-                    None => self.start_clat(uplink, plan).await,
+                    None if self.start_budget == 0 => self.starts_deferred = true,
+                    None => {
+                        self.start_budget -= 1;
+                        self.start_clat(uplink, plan).await;
+                    }
                     Some(false) => self.respawn(uplink.ifindex).await,
                     Some(true) => {}
                 }
