@@ -762,3 +762,45 @@ fn fast_path_on_fails_and_auto_falls_back_without_bpf_privilege() {
     });
     assert_eq!(echo, b"no bpf here");
 }
+
+/// Seven uplinks at once: more than one reconcile pass of starts (the daemon starts four per
+/// pass; the netlink events of the new CLATs would also bring it back, so this does not prove
+/// the immediate re-run on its own) and more uplinks than the six distinct CLAT IPv4 addresses
+/// of 192.0.0.0/29. Every uplink runs its own translator
+/// on its own `v4-` link; the first six get distinct addresses, the seventh shares one.
+#[test]
+fn seven_uplinks_all_start() {
+    if skip_unless_root("seven_uplinks_all_start") {
+        return;
+    }
+    let names: Vec<String> = (0..7).map(|i| format!("up{i}")).collect();
+    let topo = Topology::new(TopologyOptions {
+        uplinks: names.clone(),
+        ..TopologyOptions::default()
+    });
+    for n in &names {
+        topo.wait_slaac(n);
+    }
+    let d = topo.start_autoclat("");
+    let ups: Vec<Value> = names.iter().map(|n| d.wait_state(n, "running")).collect();
+    let mut v4s = std::collections::BTreeSet::new();
+    let mut pids = std::collections::BTreeSet::new();
+    for (u, name) in ups.iter().zip(&names) {
+        assert_contract_fields(u);
+        let iface = format!("v4-{name}");
+        assert_eq!(u["v4_iface"], iface.as_str());
+        assert!(topo.link(Ns::Client, &iface).is_some(), "{iface} missing");
+        let v4: Ipv4Addr = u["v4"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            v4.octets()[..3],
+            [192, 0, 0],
+            "{name}: {v4} outside 192.0.0.0/29"
+        );
+        assert!(v4.octets()[3] < 8, "{name}: {v4} outside 192.0.0.0/29");
+        v4s.insert(v4);
+        assert!(pids.insert(pid_of(u)), "{name}: translator pid shared");
+        let r = wait_for(WAIT, "report", || d.fake_report(pid_of(u)));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    assert_eq!(v4s.len(), 6, "distinct CLAT IPv4 addresses: {v4s:?}");
+}
