@@ -608,6 +608,13 @@ impl Daemon {
                 self.opts.clatd_path.display()
             ));
         }
+        // `fast_path = "on"` where eBPF cannot load: fail before anything is created, rather
+        // than set up the tun, route and translator only to undo them on every retry.
+        if plan.fast_path == FastPathMode::On {
+            crate::bpf::probe().map_err(|e| {
+                format!("fast_path = \"on\" but the eBPF fast path cannot attach: {e}")
+            })?;
+        }
         // A CLAT address of its own while 192.0.0.0/29 has one free; beyond that, CLATs share
         // one (an address may sit on several interfaces, and only the CLAT with the best route
         // carries new connections), so any number of uplinks can have a CLAT.
