@@ -44,6 +44,7 @@ both_fast_path_modes!(
     ttl_expiry_draws_time_exceeded,
     udp_3000_bytes_fragmented_40,
     no_rst_no_unreachable_from_the_clat_address,
+    tcp_udp_and_ping_at_48_and_64,
 );
 
 /// Packets and bytes each way through one path (`counters.translator` / `counters.fast_path`).
@@ -747,4 +748,58 @@ fn answers_from(text: &str, addr: Ipv6Addr, port: u16) -> (Vec<&str>, Vec<&str>)
         .filter(|l| l.contains(&from_addr) && l.contains("unreachable"))
         .collect();
     (rst, unreach)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. The remaining RFC 6052 lengths through tayga (96 is the default prefix, 56 and 40 above;
+//    a /32 would have to be all of 2001:db8::/32 and overlap every test subnet)
+
+/// For each of `2001:db8:100::/48` and `2001:db8:100::/64` (u-octet in the embedded address):
+/// a fresh topology with tayga on that prefix, the prefix learnt from DNS64, a 200 kB TCP echo
+/// (with the fast path on it must have carried TCP; with it off `clatd` did), UDP echo, ping.
+fn tcp_udp_and_ping_at_48_and_64(mode: &str) {
+    for prefix in ["2001:db8:100::/48", "2001:db8:100::/64"] {
+        let Some(env) = setup("tcp_udp_and_ping_at_48_and_64", mode, prefix) else {
+            return;
+        };
+        let before = env.counters();
+        let payload = random_bytes(200_000);
+        let echo = tcp_echo_bulk(
+            &env.topo.cli,
+            (SERVER4, 7).into(),
+            payload.clone(),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{prefix}: TCP echo through the CLAT: {e}"));
+        assert!(echo == payload, "{prefix}: TCP echo came back different");
+        let after = env.counters();
+        let f = after.fast_path.since(&before.fast_path);
+        let t = after.translator.since(&before.translator);
+        if env.fast {
+            assert!(
+                f.v4_to_v6_packets > 0 && f.v6_to_v4_packets > 0,
+                "{prefix}: TCP did not go through the fast path both ways: fast {f:?}, clatd {t:?}"
+            );
+        } else {
+            assert!(
+                t.v4_to_v6_packets > 0 && t.v6_to_v4_packets > 0,
+                "{prefix}: TCP did not go through clatd both ways: {t:?}"
+            );
+        }
+        let msg = format!("udp at {prefix}").into_bytes();
+        let got = udp_echo(
+            &env.topo.cli,
+            (SERVER4, 7).into(),
+            msg.clone(),
+            Duration::from_secs(2),
+        )
+        .unwrap_or_else(|e| panic!("{prefix}: UDP echo: {e}"));
+        assert_eq!(got, msg, "{prefix}: UDP echo");
+        let server = IpAddr::V4(SERVER4);
+        assert!(
+            wait_until(WAIT, || ping(&env.topo.cli, server, Duration::from_secs(1))),
+            "{prefix}: no ping reply from {server} through the CLAT"
+        );
+        env.stop_and_assert_clean();
+    }
 }
