@@ -295,17 +295,19 @@ fn udp_socket() -> OwnedFd {
     std::net::UdpSocket::bind("[::1]:0").unwrap().into()
 }
 
-/// posix_spawn returns once the child has its new address space, a moment before the kernel
-/// has finished loading the program (argv, close-on-exec): wait until the exec is complete.
+/// Waits until the spawned fake translator sits in pause(2), its checks done. posix_spawn
+/// returns before the exec has finished (close-on-exec descriptors still open), and then the
+/// dynamic loader and the fake's own checks open descriptors for a moment: /proc read earlier
+/// can list descriptors that are about to go.
 fn wait_exec(pid: i32) {
-    for _ in 0..200 {
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !cmd.is_empty() {
+    for _ in 0..500 {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if wchan.contains("pause") {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("process {pid} did not finish its exec");
+    panic!("process {pid} did not reach pause()");
 }
 
 fn descriptors(pid: i32) -> Vec<i32> {

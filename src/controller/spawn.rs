@@ -517,19 +517,19 @@ mod tests {
     }
 
     /// The descriptor numbers a live process holds, read from outside it.
-    /// posix_spawn returns once the child has its new address space, a moment before the kernel
-    /// has loaded the program (argv, close-on-exec): wait for that.
+    /// Waits until the spawned `/bin/sleep` is asleep in its nanosleep. posix_spawn returns
+    /// before the exec has finished (close-on-exec descriptors still open), and the program's
+    /// dynamic loader then opens its libraries as descriptor 3 for a moment: reading /proc
+    /// before the child sleeps lists descriptors that are about to go (seen in CI).
     fn wait_exec(pid: Pid) {
-        for _ in 0..200 {
-            if !std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .is_empty()
-            {
+        for _ in 0..500 {
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            if wchan.contains("nanosleep") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("{pid} did not finish its exec");
+        panic!("{pid} did not reach its nanosleep");
     }
 
     pub(crate) fn open_descriptors(pid: Pid) -> Vec<RawFd> {
