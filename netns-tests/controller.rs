@@ -11,13 +11,13 @@
 
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use autoclat::config::FastPathMode;
 use autoclat::controller::spawn::ExitStatusInfo;
-use autoclat::controller::{ClatSpec, Controller, RunningClat};
+use autoclat::controller::{Clat, ClatSpec, Controller};
 use autoclat::discovery::prefix::Nat64Prefix;
 use serde_json::Value;
 
@@ -256,7 +256,8 @@ impl Topology {
             route_table: None,
             clatd_path: self.fake_clatd.clone(),
             fwmark: None,
-            extra_fds: Vec::new(),
+            uplink_is_ethernet: true,
+            fast_path: FastPathMode::Off,
         }
     }
 
@@ -289,10 +290,6 @@ impl Topology {
             std::panic::resume_unwind(panic);
         }
     }
-}
-
-fn udp_socket() -> OwnedFd {
-    std::net::UdpSocket::bind("[::1]:0").unwrap().into()
 }
 
 /// Waits until the spawned fake translator sits in pause(2), its checks done. posix_spawn
@@ -409,25 +406,24 @@ fn start_configures_everything_and_stop_removes_it() {
     topo.in_client(move |ctl, uplink_ifindex| async move {
         let mut spec = t.spec(uplink_ifindex);
         spec.fwmark = Some(0x1234);
-        let (r, w) = (udp_socket(), udp_socket());
-        spec.extra_fds = vec![(r, "-r"), (w, "-w")];
-        let clat: RunningClat = ctl.start(spec).await.unwrap();
+        let clat: Clat = ctl.start(spec).await.unwrap();
         let tun = t.tun_name();
-        let pid = clat.pid;
+        let pid = clat.pid();
         assert!(pid > 0);
 
         // The translator's command line and descriptors.
         let args = cmdline(pid);
         assert_eq!(args[0], format!("clatd-{}", t.uplink));
         let n = flag(&args, "-t");
-        let (rfd, wfd) = (flag(&args, "-r"), flag(&args, "-w"));
+        let (rfd, wfd, gfd) = (flag(&args, "-r"), flag(&args, "-w"), flag(&args, "-g"));
         let expected = format!(
-            "-i {} -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t {n} -m 4660 -r {rfd} -w {wfd}",
+            "-i {} -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t {n} -m 4660 -r {rfd} -w {wfd} -g {gfd}",
             t.uplink
         );
         assert_eq!(args[1..].join(" "), expected);
-        let (n, rfd, wfd): (i32, i32, i32) = (n.parse().unwrap(), rfd.parse().unwrap(), wfd.parse().unwrap());
-        let mut want = vec![0, 1, 2, n, rfd, wfd];
+        let (n, rfd, wfd, gfd): (i32, i32, i32, i32) =
+            (n.parse().unwrap(), rfd.parse().unwrap(), wfd.parse().unwrap(), gfd.parse().unwrap());
+        let mut want = vec![0, 1, 2, n, rfd, wfd, gfd];
         want.sort();
         let held = descriptors(pid);
         let targets: Vec<String> = held
@@ -442,7 +438,7 @@ fn start_configures_everything_and_stop_removes_it() {
         // The tun: alias, MTU, up, address, route.
         let link = t.client_json(&["-d", "link", "show", "dev", &tun]);
         let link = &link[0];
-        assert_eq!(link["ifindex"], clat.tun_ifindex);
+        assert_eq!(link["ifindex"], clat.tun_ifindex());
         assert_eq!(link["ifalias"], format!("autoclat:{}", t.uplink).as_str());
         assert_eq!(link["mtu"], UPLINK_MTU - 28);
         assert!(link["flags"].as_array().unwrap().contains(&Value::from("UP")), "{link}");
@@ -486,12 +482,8 @@ fn a_bogus_translator_path_leaves_nothing_behind() {
         let mut spec = t.spec(uplink_ifindex);
         spec.clatd_path = PathBuf::from("/nonexistent/clatd");
         let err = ctl.start(spec).await.unwrap_err();
-        assert!(
-            err.step_name()
-                .starts_with("spawn /nonexistent/clatd as clatd-"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("ENOENT"), "{err}");
+        assert_eq!(err.step_name(), "translator /nonexistent/clatd", "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
         assert_nothing_left(&t);
     });
 }
@@ -582,7 +574,7 @@ fn a_crashed_translator_is_restarted_on_the_same_tun() {
     let t = topo.clone();
     topo.in_client(move |ctl, uplink_ifindex| async move {
         let mut clat = ctl.start(t.spec(uplink_ifindex)).await.unwrap();
-        let (old_pid, ifindex) = (clat.pid, clat.tun_ifindex);
+        let (old_pid, ifindex) = (clat.pid(), clat.tun_ifindex());
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(old_pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -601,24 +593,27 @@ fn a_crashed_translator_is_restarted_on_the_same_tun() {
         assert!(t.v4_addresses().contains(&"192.0.0.4/32".to_owned()));
 
         ctl.restart_translator(&mut clat).await.unwrap();
-        assert!(clat.pid > 0 && clat.pid != old_pid);
-        assert_eq!(clat.tun_ifindex, ifindex);
-        let args = cmdline(clat.pid);
-        let n: i32 = flag(&args, "-t").parse().unwrap();
-        assert_tun_fd(clat.pid, n, &t.tun_name());
-        assert_eq!(descriptors(clat.pid), vec![0, 1, 2, n]);
+        assert!(clat.pid() > 0 && clat.pid() != old_pid);
+        assert_eq!(clat.tun_ifindex(), ifindex);
+        let args = cmdline(clat.pid());
+        let fd = |f: &str| -> i32 { flag(&args, f).parse().unwrap() };
+        let n = fd("-t");
+        assert_tun_fd(clat.pid(), n, &t.tun_name());
+        let mut want = vec![0, 1, 2, n, fd("-r"), fd("-w"), fd("-g")];
+        want.sort();
+        assert_eq!(descriptors(clat.pid()), want);
 
         // A restart while it still runs stops the old one first.
-        let second = clat.pid;
+        let second = clat.pid();
         ctl.restart_translator(&mut clat).await.unwrap();
         assert!(!Path::new(&format!("/proc/{second}")).exists());
-        wait_exec(clat.pid);
+        wait_exec(clat.pid());
         assert_eq!(
             processes_named(&format!("clatd-{}", t.uplink)),
-            vec![clat.pid]
+            vec![clat.pid()]
         );
 
-        let stopped_pid = clat.pid;
+        let stopped_pid = clat.pid();
         let errors = ctl.stop(clat).await;
         assert!(errors.is_empty(), "{errors:?}");
         assert!(!Path::new(&format!("/proc/{stopped_pid}")).exists());
@@ -662,7 +657,7 @@ fn remove_leftovers_deletes_only_links_with_our_alias() {
         // A crashed run: the CLAT is never stopped, and its tun stays open (here in this
         // process, as it would in an orphaned translator).
         let clat = ctl.start(t.spec(uplink_ifindex)).await.unwrap();
-        let orphan = clat.pid;
+        let orphan = clat.pid();
         std::mem::forget(clat);
 
         let mut removed = ctl.remove_leftovers().await.unwrap();

@@ -40,7 +40,7 @@ fn assert_contract_fields(u: &Value) {
     }
     let state = u["state"].as_str().unwrap_or("");
     assert!(
-        ["running", "waiting", "backoff", "disabled"].contains(&state),
+        ["running", "waiting", "backoff", "repairing", "disabled"].contains(&state),
         "unknown state in {u}"
     );
     assert!(u["fast_path"].is_boolean(), "fast_path is not a bool: {u}");

@@ -44,8 +44,10 @@ pub enum UplinkState {
     Running,
     /// Conditions are not (yet) met; `reason` says which.
     Waiting,
-    /// The translator exited; restarting after a delay.
+    /// The translator exited, or a start failed; retrying after a delay.
     Backoff,
+    /// A CLAT runs but a piece of it is missing (removed by someone else); `reason` names it.
+    Repairing,
     /// Excluded by configuration (or not a candidate at all).
     Disabled,
 }
@@ -84,6 +86,9 @@ pub struct UplinkStatus {
     pub route_metric: Option<u32>,
     pub pid: Option<i32>,
     pub restarts: u32,
+    /// Pieces of this uplink's CLATs put back after someone else removed or changed them.
+    #[serde(default)]
+    pub repairs: u32,
     /// Whether the eBPF fast path is attached.
     pub fast_path: bool,
     /// Why the fast path is not attached (when it is not).
@@ -111,6 +116,7 @@ impl UplinkStatus {
             UplinkState::Running => "running",
             UplinkState::Waiting => "waiting",
             UplinkState::Backoff => "backoff",
+            UplinkState::Repairing => "repairing",
             UplinkState::Disabled => "disabled",
         };
         let mut line = format!(
@@ -136,6 +142,7 @@ impl UplinkStatus {
         }
         if self.state != UplinkState::Disabled {
             line.push_str(&format!(" restarts={}", self.restarts));
+            line.push_str(&format!(" repairs={}", self.repairs));
             line.push_str(if self.fast_path {
                 " fastpath=on"
             } else {
@@ -288,6 +295,7 @@ mod tests {
             route_metric: Some(2048),
             pid: Some(4242),
             restarts: 0,
+            repairs: 0,
             fast_path: true,
             fast_path_reason: None,
             last_exit: None,
@@ -328,6 +336,7 @@ mod tests {
             "v4_ifindex",
             "pid",
             "restarts",
+            "repairs",
             "fast_path",
             "counters",
         ] {

@@ -116,10 +116,24 @@ pub fn decide(
     uplink: &Uplink,
     prefix: Option<(Nat64Prefix, PrefixSource)>,
 ) -> Decision {
+    decide_with_own_tuns(config, inventory, uplink, prefix, &[])
+}
+
+/// [`decide`], also told the interface indexes of the CLAT tuns the daemon runs: they are its
+/// own even before the kernel reports their `autoclat:` alias, so their IPv4 default routes are
+/// never native IPv4.
+pub fn decide_with_own_tuns(
+    config: &Config,
+    inventory: &Inventory,
+    uplink: &Uplink,
+    prefix: Option<(Nat64Prefix, PrefixSource)>,
+    own_tuns: &[u32],
+) -> Decision {
+    let ours = |l: &Uplink| l.is_ours() || own_tuns.contains(&l.ifindex);
     if uplink.loopback {
         return disabled("loopback interface");
     }
-    if uplink.is_ours() {
+    if ours(uplink) {
         return disabled("autoclat's own CLAT interface");
     }
 
@@ -144,16 +158,12 @@ pub fn decide(
 
     match rule.ipv4_check {
         Ipv4Check::Host => {
-            if inventory.has_native_v4_default() {
-                let via = inventory
-                    .links
-                    .values()
-                    .find(|l| l.v4_default_route && !l.is_ours())
-                    .map(|l| l.name.as_str());
-                return waiting(match via {
-                    Some(name) => format!("native IPv4: default route via {name}"),
-                    None => "native IPv4: the host has an IPv4 default route".to_string(),
-                });
+            let via = inventory
+                .links
+                .values()
+                .find(|l| l.v4_default_route && !ours(l));
+            if let Some(l) = via {
+                return waiting(format!("native IPv4: default route via {}", l.name));
             }
         }
         Ipv4Check::Link => {

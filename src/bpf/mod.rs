@@ -308,6 +308,8 @@ fn program<'a>(
 struct Attached {
     program: &'static str,
     link: SchedClassifierLinkId,
+    ifindex: u32,
+    hook: TcAttachType,
 }
 
 /// The loaded programs and their attachments for one CLAT. Dropping it detaches everything
@@ -321,6 +323,8 @@ pub struct ClatBpf {
     attached: Vec<Attached>,
     /// Interfaces on which this loader created the clsact qdisc (netlink mode only).
     created_clsact: Vec<u32>,
+    /// Attached through netlink (cls_bpf on clsact) rather than TCX links.
+    netlink: bool,
     done: bool,
 }
 
@@ -379,6 +383,7 @@ impl ClatBpf {
             tun_ifindex: cfg.tun_ifindex,
             attached: Vec::new(),
             created_clsact: Vec::new(),
+            netlink,
             done: false,
         };
         // On failure `me` is dropped, which undoes what was attached so far.
@@ -443,8 +448,49 @@ impl ClatBpf {
         self.attached.push(Attached {
             program: program_name,
             link,
+            ifindex,
+            hook,
         });
         Ok(())
+    }
+
+    /// The programs this loader attached that are no longer attached where it put them (a
+    /// third party detached them, deleted the clsact qdisc, or the interface went away). Empty
+    /// when everything is in place.
+    pub fn missing_programs(&mut self) -> Result<Vec<&'static str>, BpfError> {
+        let mut missing = Vec::new();
+        let attached: Vec<(&'static str, u32, TcAttachType)> = self
+            .attached
+            .iter()
+            .map(|a| (a.program, a.ifindex, a.hook))
+            .collect();
+        for (name, ifindex, hook) in attached {
+            let present = if self.netlink {
+                let tc_hook = match hook {
+                    TcAttachType::Egress => tc::Hook::Egress,
+                    _ => tc::Hook::Ingress,
+                };
+                match tc::filters(ifindex, tc_hook) {
+                    Ok(filters) => filters.iter().any(|f| f.bpf_name.as_deref() == Some(name)),
+                    Err(_) => false,
+                }
+            } else {
+                let id = program(&mut self.ebpf, name)?
+                    .info()
+                    .map_err(|e| BpfError::Load(format!("{name}: {}", error_chain(&e))))?
+                    .id();
+                match ifname(ifindex) {
+                    Ok(iface) => SchedClassifier::query_tcx(&iface, hook)
+                        .map(|(_, progs)| progs.iter().any(|p| p.id() == id))
+                        .unwrap_or(false),
+                    Err(_) => false,
+                }
+            };
+            if !present {
+                missing.push(name);
+            }
+        }
+        Ok(missing)
     }
 
     /// The fast path's counters, summed over CPUs.
@@ -500,6 +546,7 @@ impl ClatBpf {
         for Attached {
             program: name,
             link,
+            ..
         } in std::mem::take(&mut self.attached).into_iter().rev()
         {
             match program(&mut self.ebpf, name) {

@@ -1,43 +1,46 @@
-//! The controller: reconciles wanted CLATs against running ones (tun, addresses, child, route).
+//! The controller: the one owner of everything a CLAT puts on the system.
 //!
-//! This module starts and stops one CLAT (DESIGN §3 "What the controller does to start a CLAT
-//! on uplink U"). Each system-facing step lives in a small edge module with its own error type:
-//! [`tun`] (the tun device), [`netconf`] (rtnetlink: alias, MTU, up, address, route, leftovers),
-//! [`anycast`] (neighbour solicitation for the CLAT's IPv6 address) and [`spawn`] (the translator
-//! child and its pidfd). [`Controller::start`] records an [`UndoStep`] after every change it makes;
-//! a failure undoes the recorded steps in reverse, and [`Controller::stop`] does the same for a
-//! running CLAT, collecting every failure instead of stopping at the first.
+//! A [`Clat`] holds every piece of one CLAT (see `ARCHITECTURE.md`): the tun `v4-U` and its
+//! descriptor, the CLAT IPv6 address's anycast membership on U, the uplink's `proxy_delay`
+//! (changed through the crash-safe [`restore::Journal`]), the translator's packet sockets and
+//! their filter, the eBPF programs (ingress guard, fast path, and the fallback decision), the
+//! translator child, and on `v4-U` the IPv4 address, MTU, up state and IPv4 default route.
+//! [`Controller::start`] creates them in that order; a failure tears down what was made.
+//! [`Controller::stop`] removes them in reverse and returns every error of the teardown, not
+//! just the first. [`Controller::repair`] puts back individual [`Piece`]s that someone else
+//! removed or changed, without touching the ones that are fine.
 //!
-//! Order, and why a failure or a crash at any point leaves nothing behind:
-//! 1. the uplink must exist under its name (ENODEV otherwise), and the tun's name must be free;
-//! 2. tun opened (non-persistent: it vanishes with its last descriptor, so a supervisor crash
-//!    before the translator holds it leaves nothing), then marked with the alias `autoclat:U`
-//!    so that, once a translator holds it too, a crashed run's device is recognised at start-up;
-//! 3. the CLAT's IPv6 address joined as anycast on U (a socket option: dies with the process);
-//! 4. translator spawned with the tun descriptor;
-//! 5. (eBPF fast path: attached by the caller after `start`, see the note in `start`);
-//! 6. `v4-U` configured: IPv4 /32, MTU = U's MTU − 28, up, IPv4 default route with the metric.
-//!    Address and route go with the link if it is deleted, so only the link can be left over.
+//! Each system-facing step lives in a small edge module with its own error type: [`tun`],
+//! [`netconf`] (rtnetlink on `v4-U`), [`anycast`], [`spawn`] (the translator child and its
+//! pidfd), [`restore`] (sysctls and their journal), [`leftovers`].
 
 pub mod addressing;
 pub mod anycast;
 pub mod backoff;
 pub mod leftovers;
 pub mod netconf;
+pub mod restore;
 pub mod spawn;
 pub mod tun;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::bpf::{BpfError, ClatBpf, ClatBpfConfig};
+use crate::config::FastPathMode;
 use crate::discovery::prefix::Nat64Prefix;
+use crate::translator::{FastPathExclusion, SocketError};
 
 use self::anycast::{AnycastError, AnycastMembership};
 use self::netconf::NetconfError;
+use self::restore::{Journal, RestoreError};
 use self::spawn::{ChildWatch, ExitStatusInfo, ReservedFd, SpawnError};
-use self::tun::TunError;
+use self::tun::{TunDevice, TunError};
 
 /// IPv6 header (40) − IPv4 header (20) + IPv6 fragment header (8): what translation adds to a
 /// packet at most, so the tun's MTU is the uplink's minus this (as Android's clatd).
@@ -49,14 +52,16 @@ const MIN_V4_MTU: u32 = 68;
 /// How long a translator gets after SIGTERM before SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
 
-/// What to start: everything the controller needs, decided beforehand (addresses included).
-#[derive(Debug)]
+/// What a CLAT should be: everything the controller needs, decided beforehand.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClatSpec {
     /// The uplink's name (U).
     pub uplink: String,
     /// The uplink's interface index.
     pub uplink_ifindex: u32,
-    /// The tun's name (`v4-U`, shortened to fit IFNAMSIZ by the caller).
+    /// U has an Ethernet header (false: a raw-IP link such as a tun).
+    pub uplink_is_ethernet: bool,
+    /// The tun's name (`v4-U`, shortened to fit IFNAMSIZ).
     pub tun_name: String,
     /// The CLAT's IPv4 address (from 192.0.0.0/29).
     pub v4: Ipv4Addr,
@@ -72,11 +77,59 @@ pub struct ClatSpec {
     pub route_table: Option<u32>,
     /// The translator program.
     pub clatd_path: PathBuf,
-    /// Passed to the translator as `-m` (mark for its IPv6 socket).
+    /// Passed to the translator as `-m` (mark for its IPv6 sockets).
     pub fwmark: Option<u32>,
-    /// Further descriptors handed to the translator with their flag (e.g. packet sockets as
-    /// `-r` and `-w`). The supervisor keeps them, so each restart gets them again.
-    pub extra_fds: Vec<(OwnedFd, &'static str)>,
+    /// The eBPF fast path: `On` fails the start if it cannot attach.
+    pub fast_path: FastPathMode,
+}
+
+impl ClatSpec {
+    /// The MTU `v4-U` gets, or why the uplink's MTU leaves no room for IPv4.
+    pub fn tun_mtu(&self) -> Result<u32, String> {
+        match self.mtu.checked_sub(MTU_DELTA) {
+            Some(m) if m >= MIN_V4_MTU => Ok(m),
+            _ => Err(format!("uplink MTU {} leaves no room for IPv4", self.mtu)),
+        }
+    }
+
+    /// `clatd-U`: the translator's argv[0], which `ps` shows.
+    pub fn argv0(&self) -> String {
+        format!("clatd-{}", self.uplink)
+    }
+}
+
+/// A piece of a running CLAT that can go missing and be put back on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Piece {
+    /// The tun `v4-U` itself (a new one needs a new translator and programs on it).
+    Tun,
+    /// The eBPF programs (ingress guard on U, fast path egress on `v4-U`).
+    Programs,
+    /// The IPv4 address on `v4-U`.
+    Address,
+    /// `v4-U`'s MTU.
+    Mtu,
+    /// `v4-U` administratively up.
+    LinkUp,
+    /// The IPv4 default route through `v4-U`.
+    Route,
+    /// The translator process.
+    Translator,
+}
+
+impl std::fmt::Display for Piece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Piece::Tun => "the tun",
+            Piece::Programs => "the eBPF programs",
+            Piece::Address => "the IPv4 address",
+            Piece::Mtu => "the tun's MTU",
+            Piece::LinkUp => "the tun's up state",
+            Piece::Route => "the IPv4 default route",
+            Piece::Translator => "the translator",
+        })
+    }
 }
 
 /// The system-facing operation that failed.
@@ -94,6 +147,15 @@ pub enum StepError {
     /// Spawning, signalling or reaping the translator.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// The translator's packet sockets.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// The eBPF programs.
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    /// A sysctl or the journal of original values.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
     /// A precondition that does not hold (with the reason).
     #[error("{0}")]
     Refused(String),
@@ -102,7 +164,7 @@ pub enum StepError {
 /// A controller failure, naming the step (e.g. `set alias on v4-eth0`) and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    /// One step of starting, stopping or cleaning up failed.
+    /// One step of starting, repairing, stopping or cleaning up failed.
     #[error("{step}: {source}")]
     Step {
         /// What was being done, with the names involved.
@@ -127,61 +189,90 @@ impl ControllerError {
             ControllerError::Step { step, .. } => step,
         }
     }
+
+    /// Whether `fast_path = "on"` failed because the fast path cannot attach.
+    pub fn is_fast_path_refusal(&self) -> bool {
+        self.step_name().starts_with("fast_path = \"on\"")
+    }
 }
 
-/// One change the controller made, recorded so that it can be undone exactly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UndoStep {
-    /// The tun exists: delete the link, then close our descriptor.
-    DeleteTun {
-        /// The tun's index.
-        ifindex: u32,
-    },
-    /// The anycast membership exists: drop its socket.
-    LeaveAnycast,
-    /// A translator may be running: stop it (SIGTERM, grace, SIGKILL) and reap it.
-    StopTranslator,
-    /// The IPv4 address is on the tun.
-    DeleteAddress {
-        /// The tun's index.
-        ifindex: u32,
-        /// The address.
-        v4: Ipv4Addr,
-    },
-    /// The tun is up.
-    SetDown {
-        /// The tun's index.
-        ifindex: u32,
-    },
-    /// The IPv4 default route through the tun exists.
-    DeleteRoute {
-        /// The tun's index.
-        ifindex: u32,
-        /// Its metric.
-        metric: u32,
-        /// Its table.
-        table: Option<u32>,
-    },
+/// Every failure of one teardown (empty: the system is as it was before the start).
+#[derive(Debug, Default, thiserror::Error)]
+#[error("{}", display_all(.0))]
+pub struct TeardownErrors(pub Vec<ControllerError>);
+
+fn display_all(errors: &[ControllerError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// A CLAT the controller started: what it holds open, and what it changed.
+impl TeardownErrors {
+    /// Whether the teardown was complete.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The translator's packet sockets, opened by the supervisor so that `clatd` needs no
+/// privilege: receive (`-r`, `ETH_P_ALL` with its filter), send (`-w`, raw IPv6) and the GSO
+/// send socket (`-g`, optional). The supervisor keeps them, so every respawn gets them again.
 #[derive(Debug)]
-pub struct RunningClat {
-    /// What was started.
-    pub spec: ClatSpec,
-    /// The tun's interface index (0 until created).
-    pub tun_ifindex: u32,
-    /// The translator's pid (0 when none runs).
-    pub pid: i32,
-    /// Kept open so the tun survives translator restarts.
-    tun: Option<OwnedFd>,
-    anycast: Option<AnycastMembership>,
-    child: Option<ChildWatch>,
-    undo: Vec<UndoStep>,
+struct Sockets {
+    rx: OwnedFd,
+    tx: OwnedFd,
+    gso: Option<OwnedFd>,
 }
 
-impl RunningClat {
-    /// The translator's watch, if one runs: `child().exited().await` learns of a crash.
+/// One CLAT and every piece it put on the system. Only [`Controller`] creates and changes it.
+#[derive(Debug)]
+pub struct Clat {
+    /// What it should be.
+    pub spec: ClatSpec,
+    tun: Option<TunDevice>,
+    anycast: Option<AnycastMembership>,
+    /// The sysctl we changed (the uplink's proxy_delay), to restore on stop.
+    proxy_delay: Option<PathBuf>,
+    bpf: Option<ClatBpf>,
+    /// Why the fast path is not on (config, or the kernel's refusal under `auto`).
+    fast_path_reason: Option<String>,
+    sockets: Option<Sockets>,
+    child: Option<ChildWatch>,
+    address: bool,
+    up: bool,
+    route: bool,
+}
+
+impl Clat {
+    fn new(spec: ClatSpec) -> Self {
+        Self {
+            spec,
+            tun: None,
+            anycast: None,
+            proxy_delay: None,
+            bpf: None,
+            fast_path_reason: None,
+            sockets: None,
+            child: None,
+            address: false,
+            up: false,
+            route: false,
+        }
+    }
+
+    /// The tun's interface index (0 while there is none).
+    pub fn tun_ifindex(&self) -> u32 {
+        self.tun.as_ref().map_or(0, |t| t.ifindex)
+    }
+
+    /// The translator's pid (0 when none runs).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.pid().as_raw())
+    }
+
+    /// The translator's watch, if one runs.
     pub fn child(&self) -> Option<&ChildWatch> {
         self.child.as_ref()
     }
@@ -192,35 +283,55 @@ impl RunningClat {
             Some(child) => child
                 .exited()
                 .await
-                .map_err(|e| ControllerError::step(format!("wait for {}", self.argv0()), e)),
+                .map_err(|e| ControllerError::step(format!("wait for {}", self.spec.argv0()), e)),
             None => std::future::pending().await,
         }
     }
 
-    /// The changes recorded so far, in the order they were made.
-    pub fn undo_steps(&self) -> &[UndoStep] {
-        &self.undo
+    /// Whether the eBPF fast path translates for this CLAT.
+    pub fn fast_path(&self) -> bool {
+        self.bpf.as_ref().is_some_and(ClatBpf::fast_path)
     }
 
-    /// `clatd-U`: the translator's argv[0], which `ps` shows.
-    pub fn argv0(&self) -> String {
-        format!("clatd-{}", self.spec.uplink)
+    /// Why the fast path is off, if it is.
+    pub fn fast_path_reason(&self) -> Option<&str> {
+        self.fast_path_reason.as_deref()
+    }
+
+    /// The fast path's counters (zero without it).
+    pub fn fast_path_counters(&self) -> crate::bpf::FastPathCounters {
+        self.bpf
+            .as_ref()
+            .and_then(|b| b.counters().ok())
+            .unwrap_or_default()
+    }
+
+    /// The eBPF programs that are no longer attached (a third party detached them). Links
+    /// checked through the kernel; nothing is changed.
+    pub fn missing_programs(&mut self) -> Vec<&'static str> {
+        match self.bpf.as_mut() {
+            Some(b) => b.missing_programs().unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 }
 
-/// Starts and stops CLATs through one rtnetlink handle.
+/// Starts, repairs and stops CLATs through one rtnetlink handle.
 #[derive(Debug, Clone)]
 pub struct Controller {
     handle: rtnetlink::Handle,
     grace: Duration,
+    journal: Option<Arc<Mutex<Journal>>>,
 }
 
 impl Controller {
     /// A controller using `handle` (its connection must be driven by the caller's runtime).
+    /// Without [`Controller::with_journal`] it changes no sysctl.
     pub fn new(handle: rtnetlink::Handle) -> Self {
         Self {
             handle,
             grace: DEFAULT_GRACE,
+            journal: None,
         }
     }
 
@@ -230,30 +341,29 @@ impl Controller {
         self
     }
 
-    /// Starts a CLAT (DESIGN steps 1–4 and 6; addresses are decided by the caller). On failure
-    /// every step already made is undone (undo failures are logged) and the first error returned.
-    pub async fn start(&self, spec: ClatSpec) -> Result<RunningClat, ControllerError> {
-        let mut clat = RunningClat {
-            spec,
-            tun_ifindex: 0,
-            pid: 0,
-            tun: None,
-            anycast: None,
-            child: None,
-            undo: Vec::new(),
-        };
-        match self.start_steps(&mut clat).await {
+    /// The same controller recording original sysctl values in `journal` before it changes
+    /// them (see [`restore`]).
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(Arc::new(Mutex::new(journal)));
+        self
+    }
+
+    /// Starts a CLAT: every piece in order. On failure everything made so far is removed
+    /// again (teardown failures are logged) and the error that stopped the start returned.
+    pub async fn start(&self, spec: ClatSpec) -> Result<Clat, ControllerError> {
+        let mut clat = Clat::new(spec);
+        match self.start_pieces(&mut clat).await {
             Ok(()) => {
                 tracing::info!(
-                    uplink = %clat.spec.uplink, tun = %clat.spec.tun_name, ifindex = clat.tun_ifindex,
-                    pid = clat.pid, v4 = %clat.spec.v4, v6 = %clat.spec.v6, prefix = %clat.spec.prefix,
-                    "CLAT started"
+                    uplink = %clat.spec.uplink, tun = %clat.spec.tun_name, ifindex = clat.tun_ifindex(),
+                    pid = clat.pid(), v4 = %clat.spec.v4, v6 = %clat.spec.v6, prefix = %clat.spec.prefix,
+                    fast_path = clat.fast_path(), "CLAT started"
                 );
                 Ok(clat)
             }
             Err(err) => {
                 tracing::warn!(uplink = %clat.spec.uplink, error = %err, "CLAT start failed: undoing");
-                for undo_err in self.unwind(&mut clat).await {
+                for undo_err in self.teardown(&mut clat).await.0 {
                     tracing::error!(uplink = %clat.spec.uplink, error = %undo_err, "undo after failed start");
                 }
                 Err(err)
@@ -261,12 +371,11 @@ impl Controller {
         }
     }
 
-    async fn start_steps(&self, clat: &mut RunningClat) -> Result<(), ControllerError> {
-        let spec = &clat.spec;
-        let tun_name = spec.tun_name.clone();
+    async fn start_pieces(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let spec = clat.spec.clone();
         let h = &self.handle;
 
-        // Step 1: the uplink exists under its name; the tun's name is free.
+        // The uplink exists under its name; the tun's name is free; the MTU leaves room.
         let step = format!(
             "look up uplink {} (index {})",
             spec.uplink, spec.uplink_ifindex
@@ -278,16 +387,45 @@ impl Controller {
             let why = format!("index {} is now `{}`", spec.uplink_ifindex, uplink.name);
             return Err(ControllerError::step(step, StepError::Refused(why)));
         }
-        let tun_mtu = match spec.mtu.checked_sub(MTU_DELTA) {
-            Some(m) if m >= MIN_V4_MTU => m,
-            _ => {
-                let why = format!("uplink MTU {} leaves no room for IPv4", spec.mtu);
-                return Err(ControllerError::step(
-                    format!("size {tun_name}"),
-                    StepError::Refused(why),
-                ));
-            }
-        };
+        spec.tun_mtu().map_err(|why| {
+            ControllerError::step(format!("size {}", spec.tun_name), StepError::Refused(why))
+        })?;
+        if !spec.clatd_path.exists() {
+            let why = "missing (build `clatd`, or set daemon.clatd_path)".to_owned();
+            return Err(ControllerError::step(
+                format!("translator {}", spec.clatd_path.display()),
+                StepError::Refused(why),
+            ));
+        }
+        // `fast_path = "on"` where eBPF cannot load: fail before anything is created, rather
+        // than make the tun, route and translator only to undo them on every retry.
+        if spec.fast_path == FastPathMode::On {
+            crate::bpf::probe().map_err(|e| {
+                ControllerError::step("fast_path = \"on\" but the eBPF fast path cannot attach", e)
+            })?;
+        }
+
+        self.create_tun(clat).await?;
+
+        // U answers neighbour solicitation for the CLAT's IPv6 address.
+        let membership = AnycastMembership::join(spec.v6, spec.uplink_ifindex).map_err(|e| {
+            ControllerError::step(format!("join {} as anycast on {}", spec.v6, spec.uplink), e)
+        })?;
+        clat.anycast = Some(membership);
+
+        // Neighbour advertisements for an anycast address wait up to proxy_delay (0.8 s by
+        // default): without this the router's first packet to the CLAT waits that long.
+        self.zero_proxy_delay(clat);
+
+        self.attach_programs(clat)?;
+        self.open_sockets(clat)?;
+        self.spawn_translator(clat)?;
+        self.configure_tun(clat).await
+    }
+
+    /// Opens the tun `v4-U` and marks it as ours (alias `autoclat:U`).
+    async fn create_tun(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let tun_name = clat.spec.tun_name.clone();
         if let Ok(name) = std::ffi::CString::new(tun_name.as_str()) {
             if nix::net::if_::if_nametoindex(name.as_c_str()).is_ok() {
                 let why = "an interface of that name exists (not ours to take over)".to_owned();
@@ -297,94 +435,137 @@ impl Controller {
                 ));
             }
         }
-
-        // Step 2: the tun, marked as ours.
+        // Non-persistent: it vanishes with its last descriptor, so a supervisor crash before a
+        // translator holds it leaves nothing.
         let dev = tun::open_tun(&tun_name)
             .map_err(|e| ControllerError::step(format!("create {tun_name}"), e))?;
-        clat.tun = Some(dev.fd);
-        clat.tun_ifindex = dev.ifindex;
-        clat.undo.push(UndoStep::DeleteTun {
-            ifindex: dev.ifindex,
-        });
+        let ifindex = dev.ifindex;
+        clat.tun = Some(dev);
         let alias = netconf::alias_for(&clat.spec.uplink);
-        netconf::set_alias(h, dev.ifindex, &alias)
+        netconf::set_alias(&self.handle, ifindex, &alias)
             .await
-            .map_err(|e| ControllerError::step(format!("set alias on {tun_name}"), e))?;
+            .map_err(|e| ControllerError::step(format!("set alias on {tun_name}"), e))
+    }
 
-        // Step 3: U answers neighbour solicitation for the CLAT's IPv6 address.
-        let membership =
-            AnycastMembership::join(clat.spec.v6, clat.spec.uplink_ifindex).map_err(|e| {
-                ControllerError::step(
-                    format!("join {} as anycast on {}", clat.spec.v6, clat.spec.uplink),
+    fn zero_proxy_delay(&self, clat: &mut Clat) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let path = restore::proxy_delay_path(&clat.spec.uplink);
+        let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+        match journal.set_sysctl(&path, "0") {
+            Ok(Some(_)) => clat.proxy_delay = Some(path),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                uplink = %clat.spec.uplink,
+                "cannot set proxy_delay to 0 (first packets to the CLAT may wait up to 0.8 s): {e}"
+            ),
+        }
+    }
+
+    /// The ingress guard (drops the kernel's copy of packets to the CLAT address) and, when
+    /// enabled, the fast path. Under `auto`, a fast path the kernel refuses falls back to the
+    /// guard alone and says why; under `on` it fails the start.
+    fn attach_programs(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let spec = &clat.spec;
+        let want_fast = spec.fast_path != FastPathMode::Off;
+        let cfg = ClatBpfConfig {
+            uplink_ifindex: spec.uplink_ifindex,
+            tun_ifindex: clat.tun_ifindex(),
+            v4: spec.v4,
+            v6: spec.v6,
+            prefix: spec.prefix,
+            fast_path: want_fast,
+            uplink_is_ethernet: spec.uplink_is_ethernet,
+        };
+        let (bpf, reason) = match ClatBpf::attach(&cfg) {
+            Ok(b) => (
+                Some(b),
+                (!want_fast).then(|| "disabled by config".to_owned()),
+            ),
+            Err(e) if spec.fast_path == FastPathMode::On => {
+                return Err(ControllerError::step(
+                    "fast_path = \"on\" but the eBPF fast path cannot attach",
                     e,
-                )
-            })?;
-        clat.anycast = Some(membership);
-        clat.undo.push(UndoStep::LeaveAnycast);
-
-        // Step 4: the translator, holding a duplicate of the tun descriptor.
-        clat.undo.push(UndoStep::StopTranslator);
-        self.spawn_translator(clat)?;
-
-        // Step 5 — HOOK for the eBPF fast path (crate::bpf, done by others): attach it to U and
-        // v4-U here when enabled; record an undo step that detaches it. Until then the caller
-        // attaches after `start` returns and must detach before `stop`.
-
-        // Step 6: configure v4-U and route IPv4 through it.
-        let ifindex = clat.tun_ifindex;
-        let v4 = clat.spec.v4;
-        netconf::add_v4_address(h, ifindex, v4).await.map_err(|e| {
-            ControllerError::step(
-                format!("add {v4}/{} to {tun_name}", netconf::V4_PREFIX_LEN),
-                e,
-            )
-        })?;
-        clat.undo.push(UndoStep::DeleteAddress { ifindex, v4 });
-        netconf::set_mtu(h, ifindex, tun_mtu)
-            .await
-            .map_err(|e| ControllerError::step(format!("set mtu {tun_mtu} on {tun_name}"), e))?;
-        netconf::set_up(h, ifindex)
-            .await
-            .map_err(|e| ControllerError::step(format!("set {tun_name} up"), e))?;
-        clat.undo.push(UndoStep::SetDown { ifindex });
-        let (metric, table) = (clat.spec.route_metric, clat.spec.route_table);
-        netconf::add_default_route(h, ifindex, metric, table)
-            .await
-            .map_err(|e| {
-                ControllerError::step(
-                    format!("add IPv4 default route via {tun_name} metric {metric}"),
-                    e,
-                )
-            })?;
-        clat.undo.push(UndoStep::DeleteRoute {
-            ifindex,
-            metric,
-            table,
-        });
+                ));
+            }
+            Err(e) if want_fast => {
+                tracing::warn!(uplink = %spec.uplink, "eBPF fast path unavailable, userspace only: {e}");
+                let guard = ClatBpf::attach(&ClatBpfConfig {
+                    fast_path: false,
+                    ..cfg
+                });
+                (guard.ok(), Some(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(uplink = %spec.uplink, "cannot attach the ingress guard: {e}");
+                (None, Some("disabled by config".to_owned()))
+            }
+        };
+        if bpf.is_none() {
+            tracing::warn!(
+                uplink = %spec.uplink,
+                "without the eBPF ingress guard the host may answer UDP sent to {} with ICMPv6 port unreachable",
+                spec.v6
+            );
+        }
+        clat.bpf = bpf;
+        clat.fast_path_reason = reason;
         Ok(())
     }
 
-    /// Spawns the translator on `clat`'s tun and records it in `clat.child` / `clat.pid`.
-    fn spawn_translator(&self, clat: &mut RunningClat) -> Result<(), ControllerError> {
-        let argv0 = clat.argv0();
-        let step = format!("spawn {} as {argv0}", clat.spec.clatd_path.display());
-        let Some(tun) = clat.tun.as_ref() else {
-            return Err(ControllerError::step(
-                step,
-                StepError::Refused("the tun is closed".into()),
-            ));
+    /// The translator's sockets on U. The receive filter is final here: it leaves out what the
+    /// fast path translates, decided just before.
+    fn open_sockets(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let spec = &clat.spec;
+        let exclude = clat.fast_path().then_some(FastPathExclusion {
+            prefix: spec.prefix,
+        });
+        let step = |what: &str| format!("open the translator's {what} socket on {}", spec.uplink);
+        let rx = crate::translator::open_rx(spec.uplink_ifindex, spec.v6, exclude)
+            .map_err(|e| ControllerError::step(step("receive"), e))?;
+        let tx = crate::translator::open_tx(spec.uplink_ifindex, spec.fwmark)
+            .map_err(|e| ControllerError::step(step("send"), e))?;
+        // TCP super-packets from the tun leave whole through this one; without it the
+        // translator cuts them itself, which is slower but correct.
+        let gso = match crate::translator::open_gso_tx(spec.uplink_ifindex, spec.fwmark) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(uplink = %spec.uplink, "GSO send socket: {e}");
+                None
+            }
         };
+        clat.sockets = Some(Sockets { rx, tx, gso });
+        Ok(())
+    }
+
+    /// Spawns the translator on the tun with the sockets; records it in `clat.child`.
+    fn spawn_translator(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let argv0 = clat.spec.argv0();
+        let step = format!("spawn {} as {argv0}", clat.spec.clatd_path.display());
+        let refused = |why: &str| ControllerError::step(&step, StepError::Refused(why.into()));
+        let tun = clat
+            .tun
+            .as_ref()
+            .ok_or_else(|| refused("the tun is closed"))?;
+        let sockets = clat
+            .sockets
+            .as_ref()
+            .ok_or_else(|| refused("the sockets are closed"))?;
         let err = |e: SpawnError| ControllerError::step(&step, e);
-        let tun_slot = ReservedFd::new().map_err(err)?;
-        let mut extra_slots = Vec::with_capacity(clat.spec.extra_fds.len());
-        for _ in &clat.spec.extra_fds {
-            extra_slots.push(ReservedFd::new().map_err(err)?);
+        let mut handed: Vec<(&OwnedFd, &'static str)> =
+            vec![(&sockets.rx, "-r"), (&sockets.tx, "-w")];
+        if let Some(gso) = &sockets.gso {
+            handed.push((gso, "-g"));
         }
-        let extra_flags: Vec<(&str, RawFd)> = clat
-            .spec
-            .extra_fds
+        let tun_slot = ReservedFd::new().map_err(err)?;
+        let mut slots = Vec::with_capacity(handed.len());
+        for _ in &handed {
+            slots.push(ReservedFd::new().map_err(err)?);
+        }
+        let flags: Vec<(&str, RawFd)> = handed
             .iter()
-            .zip(&extra_slots)
+            .zip(&slots)
             .map(|((_, flag), slot)| (*flag, slot.number()))
             .collect();
         let args = spawn::translator_args(
@@ -394,22 +575,21 @@ impl Controller {
             clat.spec.v6,
             tun_slot.number(),
             clat.spec.fwmark,
-            &extra_flags,
+            &flags,
         );
-        let mut fds = vec![(tun.as_fd(), tun_slot.number())];
-        for ((fd, _), slot) in clat.spec.extra_fds.iter().zip(&extra_slots) {
+        let mut fds = vec![(tun.fd.as_fd(), tun_slot.number())];
+        for ((fd, _), slot) in handed.iter().zip(&slots) {
             fds.push((fd.as_fd(), slot.number()));
         }
         let pid =
             spawn::spawn_translator(&clat.spec.clatd_path, &argv0, &args, &fds).map_err(err)?;
         // The numbers only had to be free until the child's dup2s ran.
         drop(fds);
-        drop(extra_slots);
+        drop(slots);
         drop(tun_slot);
         match ChildWatch::new(pid) {
             Ok(watch) => {
                 clat.child = Some(watch);
-                clat.pid = pid.as_raw();
                 tracing::info!(pid = pid.as_raw(), argv0 = %argv0, args = %args.join(" "), "translator spawned");
                 Ok(())
             }
@@ -422,37 +602,269 @@ impl Controller {
         }
     }
 
-    /// Stops a CLAT: undoes every recorded step in exact reverse order, never stopping early.
-    /// Returns every failure (empty: the system is as it was before `start`).
-    pub async fn stop(&self, mut clat: RunningClat) -> Vec<ControllerError> {
-        let errors = self.unwind(&mut clat).await;
-        tracing::info!(uplink = %clat.spec.uplink, tun = %clat.spec.tun_name, failures = errors.len(), "CLAT stopped");
-        errors
+    /// `v4-U`: its IPv4 address, MTU, up, and the IPv4 default route through it.
+    async fn configure_tun(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        for piece in [Piece::Address, Piece::Mtu, Piece::LinkUp, Piece::Route] {
+            self.put_back(clat, piece, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes one link-level piece of `v4-U` as it should be. When `repairing`, an address or
+    /// route that is already there again counts as done; at start it is someone else's and an
+    /// error (nothing is silently taken over).
+    async fn put_back(
+        &self,
+        clat: &mut Clat,
+        piece: Piece,
+        repairing: bool,
+    ) -> Result<(), ControllerError> {
+        let h = &self.handle;
+        let ifindex = clat.tun_ifindex();
+        let tun_name = clat.spec.tun_name.clone();
+        let exists_ok = |r: Result<(), NetconfError>| match r {
+            Err(e) if repairing && e.errno() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        };
+        match piece {
+            Piece::Address => {
+                let v4 = clat.spec.v4;
+                exists_ok(netconf::add_v4_address(h, ifindex, v4).await).map_err(|e| {
+                    ControllerError::step(
+                        format!("add {v4}/{} to {tun_name}", netconf::V4_PREFIX_LEN),
+                        e,
+                    )
+                })?;
+                clat.address = true;
+            }
+            Piece::Mtu => {
+                let mtu = clat.spec.tun_mtu().map_err(|why| {
+                    ControllerError::step(format!("size {tun_name}"), StepError::Refused(why))
+                })?;
+                netconf::set_mtu(h, ifindex, mtu).await.map_err(|e| {
+                    ControllerError::step(format!("set mtu {mtu} on {tun_name}"), e)
+                })?;
+            }
+            Piece::LinkUp => {
+                netconf::set_up(h, ifindex)
+                    .await
+                    .map_err(|e| ControllerError::step(format!("set {tun_name} up"), e))?;
+                clat.up = true;
+            }
+            Piece::Route => {
+                let (metric, table) = (clat.spec.route_metric, clat.spec.route_table);
+                exists_ok(netconf::add_default_route(h, ifindex, metric, table).await).map_err(
+                    |e| {
+                        ControllerError::step(
+                            format!("add IPv4 default route via {tun_name} metric {metric}"),
+                            e,
+                        )
+                    },
+                )?;
+                clat.route = true;
+            }
+            Piece::Tun | Piece::Programs | Piece::Translator => {}
+        }
+        Ok(())
+    }
+
+    /// Puts back the pieces that are missing or changed, leaving the others alone: a new tun
+    /// (with new programs on it and a new translator, never a respawn on a dead descriptor),
+    /// re-attached programs, a respawned translator, the address, MTU, up state and route.
+    /// Returns what was done, for the log.
+    pub async fn repair(
+        &self,
+        clat: &mut Clat,
+        pieces: &[Piece],
+    ) -> Result<Vec<String>, ControllerError> {
+        let mut done = Vec::new();
+        if pieces.contains(&Piece::Tun) {
+            self.rebuild_tun(clat).await?;
+            done.push(format!(
+                "new {} (index {}) with a new translator (pid {})",
+                clat.spec.tun_name,
+                clat.tun_ifindex(),
+                clat.pid()
+            ));
+            return Ok(done);
+        }
+        if pieces.contains(&Piece::Programs) {
+            let had_fast_path = clat.fast_path();
+            if let Some(old) = clat.bpf.take() {
+                // What is left of them (the kernel may have detached only one).
+                if let Err(e) = old.detach() {
+                    tracing::debug!(uplink = %clat.spec.uplink, "detaching what was left of the programs: {e}");
+                }
+            }
+            self.attach_programs(clat)?;
+            if clat.fast_path() != had_fast_path {
+                // The translator's receive filter was made for the other case: only a full
+                // restart gives it the right one.
+                return Err(ControllerError::step(
+                    "re-attach the eBPF programs",
+                    StepError::Refused(format!(
+                        "the fast path is now {}: the CLAT must restart",
+                        if clat.fast_path() { "on" } else { "off" }
+                    )),
+                ));
+            }
+            done.push("eBPF programs re-attached".to_owned());
+        }
+        for piece in [Piece::Address, Piece::Mtu, Piece::LinkUp, Piece::Route] {
+            if pieces.contains(&piece) {
+                self.put_back(clat, piece, true).await?;
+                done.push(format!("{piece} put back on {}", clat.spec.tun_name));
+            }
+        }
+        if pieces.contains(&Piece::Translator) {
+            self.restart_translator(clat).await?;
+            done.push(format!("translator respawned (pid {})", clat.pid()));
+        }
+        Ok(done)
+    }
+
+    /// The tun was deleted: stop the translator (its descriptor is dead), let go of the old
+    /// tun and its programs, and build the tun side again — tun, programs, translator, address,
+    /// MTU, up, route. The anycast membership, sysctls and sockets on U stay.
+    async fn rebuild_tun(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let had_fast_path = clat.fast_path();
+        self.stop_translator(clat).await?;
+        if let Some(old) = clat.bpf.take() {
+            if let Err(e) = old.detach() {
+                tracing::debug!(uplink = %clat.spec.uplink, "detaching the old tun's programs: {e}");
+            }
+        }
+        clat.address = false;
+        clat.up = false;
+        clat.route = false;
+        if let Some(old) = clat.tun.take() {
+            // Someone deleted it; if it somehow still exists, it is ours to remove.
+            match netconf::delete_link(&self.handle, old.ifindex).await {
+                Err(e) if !e.is_already_gone() => {
+                    tracing::warn!(tun = %clat.spec.tun_name, "deleting the old tun: {e}")
+                }
+                _ => {}
+            }
+        }
+        self.create_tun(clat).await?;
+        self.attach_programs(clat)?;
+        if clat.fast_path() != had_fast_path {
+            return Err(ControllerError::step(
+                "re-attach the eBPF programs",
+                StepError::Refused("the fast path changed: the CLAT must restart".into()),
+            ));
+        }
+        self.spawn_translator(clat)?;
+        self.configure_tun(clat).await
     }
 
     /// Respawns the translator on the same tun (after it exited): stops the old one first if it
-    /// still runs. On failure no translator runs and `clat.pid` is 0; `stop` still works.
-    pub async fn restart_translator(&self, clat: &mut RunningClat) -> Result<(), ControllerError> {
-        if let Some(old) = clat.child.take() {
-            let step = format!("stop {} (pid {})", clat.argv0(), old.pid());
-            let status = old
-                .stop(self.grace)
-                .await
-                .map_err(|e| ControllerError::step(step, e))?;
-            tracing::info!(pid = old.pid().as_raw(), %status, "old translator gone");
+    /// still runs. Refuses when the tun is gone (that needs [`Piece::Tun`]).
+    pub async fn restart_translator(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        self.stop_translator(clat).await?;
+        let ifindex = clat.tun_ifindex();
+        if netconf::get_link(&self.handle, ifindex).await.is_err() {
+            return Err(ControllerError::step(
+                format!("respawn {}", clat.spec.argv0()),
+                StepError::Refused(format!("{} is gone", clat.spec.tun_name)),
+            ));
         }
-        clat.pid = 0;
         self.spawn_translator(clat)
+    }
+
+    async fn stop_translator(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let Some(child) = clat.child.take() else {
+            return Ok(());
+        };
+        let step = format!("stop {} (pid {})", clat.spec.argv0(), child.pid());
+        let status = child
+            .stop(self.grace)
+            .await
+            .map_err(|e| ControllerError::step(step, e))?;
+        tracing::info!(pid = child.pid().as_raw(), %status, "translator stopped");
+        Ok(())
+    }
+
+    /// Stops a CLAT: removes every piece in the reverse order of the start, never stopping
+    /// early, and returns every failure.
+    pub async fn stop(&self, mut clat: Clat) -> TeardownErrors {
+        let errors = self.teardown(&mut clat).await;
+        tracing::info!(uplink = %clat.spec.uplink, tun = %clat.spec.tun_name, failures = errors.0.len(), "CLAT stopped");
+        errors
+    }
+
+    async fn teardown(&self, clat: &mut Clat) -> TeardownErrors {
+        let h = &self.handle;
+        let mut errors = Vec::new();
+        let ifindex = clat.tun_ifindex();
+        let tun_name = clat.spec.tun_name.clone();
+        let mut gone_ok = |r: Result<(), NetconfError>, what: String| match r {
+            Err(e) if e.is_already_gone() => tracing::debug!(what = %what, "already gone"),
+            Err(e) => errors.push(ControllerError::step(what, e)),
+            Ok(()) => {}
+        };
+        if std::mem::take(&mut clat.route) {
+            let (metric, table) = (clat.spec.route_metric, clat.spec.route_table);
+            gone_ok(
+                netconf::del_default_route(h, ifindex, metric, table).await,
+                format!("delete IPv4 default route via {tun_name} metric {metric}"),
+            );
+        }
+        if std::mem::take(&mut clat.up) {
+            gone_ok(
+                netconf::set_down(h, ifindex).await,
+                format!("set {tun_name} down"),
+            );
+        }
+        if std::mem::take(&mut clat.address) {
+            let v4 = clat.spec.v4;
+            gone_ok(
+                netconf::del_v4_address(h, ifindex, v4).await,
+                format!("delete {v4}/{} from {tun_name}", netconf::V4_PREFIX_LEN),
+            );
+        }
+        if let Err(e) = self.stop_translator(clat).await {
+            errors.push(e);
+        }
+        drop(clat.sockets.take());
+        if let Some(bpf) = clat.bpf.take() {
+            if let Err(e) = bpf.detach() {
+                errors.push(ControllerError::step("detach the eBPF programs", e));
+            }
+        }
+        if let (Some(path), Some(journal)) = (clat.proxy_delay.take(), &self.journal) {
+            let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = journal.restore(&path, "0") {
+                errors.push(ControllerError::step("restore proxy_delay", e));
+            }
+        }
+        drop(clat.anycast.take());
+        if let Some(tun) = clat.tun.take() {
+            match netconf::delete_link(h, tun.ifindex).await {
+                Err(e) if !e.is_already_gone() => {
+                    errors.push(ControllerError::step(format!("delete {tun_name}"), e))
+                }
+                _ => {}
+            }
+            // Closing our descriptor removes a non-persistent tun even if the delete failed.
+            drop(tun);
+        }
+        TeardownErrors(errors)
     }
 
     /// Deletes every link whose alias starts with `autoclat:` (a crashed run's tuns; addresses
     /// and routes go with them). Returns the names removed. Call before starting any CLAT.
-    pub async fn remove_leftovers(&self) -> Result<Vec<String>, ControllerError> {
+    pub async fn remove_leftovers(&self) -> Result<Vec<String>, TeardownErrors> {
         let links = netconf::links_with_our_alias(&self.handle)
             .await
-            .map_err(|e| ControllerError::step("list links with an autoclat: alias", e))?;
+            .map_err(|e| {
+                TeardownErrors(vec![ControllerError::step(
+                    "list links with an autoclat: alias",
+                    e,
+                )])
+            })?;
         let mut removed = Vec::new();
-        let mut first_error = None;
+        let mut errors = Vec::new();
         for link in links {
             match netconf::delete_link(&self.handle, link.ifindex).await {
                 Ok(()) => {
@@ -460,91 +872,24 @@ impl Controller {
                     removed.push(link.name);
                 }
                 Err(e) if e.is_already_gone() => {}
-                Err(e) => {
-                    let err = ControllerError::step(
-                        format!("delete leftover {} (index {})", link.name, link.ifindex),
-                        e,
-                    );
-                    tracing::error!(error = %err, "cannot remove leftover");
-                    first_error.get_or_insert(err);
-                }
+                Err(e) => errors.push(ControllerError::step(
+                    format!("delete leftover {} (index {})", link.name, link.ifindex),
+                    e,
+                )),
             }
         }
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(removed),
+        if errors.is_empty() {
+            Ok(removed)
+        } else {
+            Err(TeardownErrors(errors))
         }
     }
 
-    async fn unwind(&self, clat: &mut RunningClat) -> Vec<ControllerError> {
-        let mut errors = Vec::new();
-        while let Some(step) = clat.undo.pop() {
-            if let Err(e) = self.undo_one(clat, &step).await {
-                tracing::warn!(error = %e, "undo step failed");
-                errors.push(e);
-            }
-        }
-        errors
-    }
-
-    async fn undo_one(
-        &self,
-        clat: &mut RunningClat,
-        step: &UndoStep,
-    ) -> Result<(), ControllerError> {
-        let h = &self.handle;
-        let tun_name = clat.spec.tun_name.clone();
-        let gone_ok = |r: Result<(), NetconfError>, what: String| match r {
-            Err(e) if e.is_already_gone() => {
-                tracing::debug!(what = %what, "already gone");
-                Ok(())
-            }
-            other => other.map_err(|e| ControllerError::step(what, e)),
-        };
-        match *step {
-            UndoStep::DeleteRoute {
-                ifindex,
-                metric,
-                table,
-            } => gone_ok(
-                netconf::del_default_route(h, ifindex, metric, table).await,
-                format!("delete IPv4 default route via {tun_name} metric {metric}"),
-            ),
-            UndoStep::SetDown { ifindex } => gone_ok(
-                netconf::set_down(h, ifindex).await,
-                format!("set {tun_name} down"),
-            ),
-            UndoStep::DeleteAddress { ifindex, v4 } => gone_ok(
-                netconf::del_v4_address(h, ifindex, v4).await,
-                format!("delete {v4}/{} from {tun_name}", netconf::V4_PREFIX_LEN),
-            ),
-            UndoStep::StopTranslator => {
-                let Some(child) = clat.child.take() else {
-                    return Ok(());
-                };
-                clat.pid = 0;
-                let step = format!("stop {} (pid {})", clat.argv0(), child.pid());
-                let status = child
-                    .stop(self.grace)
-                    .await
-                    .map_err(|e| ControllerError::step(step, e))?;
-                tracing::info!(pid = child.pid().as_raw(), %status, "translator stopped");
-                Ok(())
-            }
-            UndoStep::LeaveAnycast => {
-                drop(clat.anycast.take());
-                Ok(())
-            }
-            UndoStep::DeleteTun { ifindex } => {
-                let result = gone_ok(
-                    netconf::delete_link(h, ifindex).await,
-                    format!("delete {tun_name}"),
-                );
-                // Closing our descriptor removes a non-persistent tun even if the delete failed.
-                drop(clat.tun.take());
-                clat.tun_ifindex = 0;
-                result
-            }
+    /// Restores the sysctls a killed run changed (its journal), before anything else changes.
+    pub fn restore_leftover_sysctls(&self) -> (Vec<PathBuf>, Vec<RestoreError>) {
+        match &self.journal {
+            Some(j) => j.lock().unwrap_or_else(|e| e.into_inner()).restore_all(),
+            None => (Vec::new(), Vec::new()),
         }
     }
 }
@@ -559,6 +904,15 @@ mod tests {
         let err = ControllerError::step("set alias on v4-eth0", StepError::Refused("no".into()));
         assert_eq!(err.to_string(), "set alias on v4-eth0: no");
         assert_eq!(err.step_name(), "set alias on v4-eth0");
+    }
+
+    #[test]
+    fn teardown_reports_every_error() {
+        let errs = TeardownErrors(vec![
+            ControllerError::step("delete route", StepError::Refused("a".into())),
+            ControllerError::step("delete v4-eth0", StepError::Refused("b".into())),
+        ]);
+        assert_eq!(errs.to_string(), "delete route: a; delete v4-eth0: b");
     }
 
     #[test]

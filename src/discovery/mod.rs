@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use dns::{query_dns64, Dns64Answer};
 pub use oneshot::{discover_once, DiscoverOptions, DiscoveryReport};
 pub use prefix::{Nat64Prefix, PrefixError};
-pub use state::{dns_servers, PrefixState};
+pub use state::{dns_servers, Pref64Seen, PrefixState};
 
 /// Where a NAT64 prefix came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

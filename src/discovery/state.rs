@@ -32,12 +32,16 @@ struct Timed {
     expires: Instant,
 }
 
-/// The prefix state of one uplink.
+/// The PREF64 (RFC 8781) known on an uplink and when its lifetime ends. The watcher's
+/// inventory owns it (it learns it from router advertisements); the prefix state is only told.
+pub type Pref64Seen = Option<(Nat64Prefix, Instant)>;
+
+/// The prefix state of one uplink: the static prefix and what DNS64 discovery learnt. PREF64
+/// is passed in from the inventory, which owns it.
 #[derive(Debug, Clone)]
 pub struct PrefixState {
     order: Vec<PrefixSource>,
     static_prefix: Option<Nat64Prefix>,
-    pref64: Option<Timed>,
     dns64: Option<Timed>,
     /// When the next DNS64 query is due.
     dns64_next: Instant,
@@ -55,7 +59,6 @@ impl PrefixState {
         Self {
             order,
             static_prefix,
-            pref64: None,
             dns64: None,
             dns64_next: now,
             dns64_in_flight: false,
@@ -66,39 +69,43 @@ impl PrefixState {
 
     /// The prefix to use now and where it came from: the first source in the configured order
     /// that has a valid prefix.
-    pub fn current(&self, now: Instant) -> Option<(Nat64Prefix, PrefixSource)> {
+    pub fn current(&self, pref64: Pref64Seen, now: Instant) -> Option<(Nat64Prefix, PrefixSource)> {
         self.order
             .iter()
-            .find_map(|src| self.prefix_of(*src, now).map(|p| (p, *src)))
+            .find_map(|src| self.prefix_of(*src, pref64, now).map(|p| (p, *src)))
     }
 
-    fn prefix_of(&self, src: PrefixSource, now: Instant) -> Option<Nat64Prefix> {
-        let valid = |t: &Option<Timed>| t.filter(|t| t.expires > now).map(|t| t.prefix);
+    fn prefix_of(
+        &self,
+        src: PrefixSource,
+        pref64: Pref64Seen,
+        now: Instant,
+    ) -> Option<Nat64Prefix> {
         match src {
             PrefixSource::Static => self.static_prefix,
-            PrefixSource::Pref64 => valid(&self.pref64),
-            PrefixSource::Dns64 => valid(&self.dns64),
+            PrefixSource::Pref64 => pref64.filter(|(_, e)| *e > now).map(|(p, _)| p),
+            PrefixSource::Dns64 => self.dns64.filter(|t| t.expires > now).map(|t| t.prefix),
         }
     }
 
     /// Whether DNS64 is worth asking: it is in the order and no source ranked before it has a
     /// prefix now.
-    fn dns64_wanted(&self, now: Instant) -> bool {
+    fn dns64_wanted(&self, pref64: Pref64Seen, now: Instant) -> bool {
         for src in &self.order {
             if *src == PrefixSource::Dns64 {
                 return true;
             }
-            if self.prefix_of(*src, now).is_some() {
+            if self.prefix_of(*src, pref64, now).is_some() {
                 return false;
             }
         }
         false
     }
 
-    /// Whether the daemon should start a DNS64 query now. Call [`Self::dns64_started`] when
+    /// Whether the daemon should start a DNS64 query now (`pref64`: the uplink's PREF64). Call [`Self::dns64_started`] when
     /// it does.
-    pub fn dns64_due(&self, now: Instant) -> bool {
-        !self.dns64_in_flight && self.dns64_wanted(now) && now >= self.dns64_next
+    pub fn dns64_due(&self, pref64: Pref64Seen, now: Instant) -> bool {
+        !self.dns64_in_flight && self.dns64_wanted(pref64, now) && now >= self.dns64_next
     }
 
     /// A DNS64 query has been started; no other is due until its result arrives.
@@ -109,13 +116,14 @@ impl PrefixState {
     /// When the daemon must wake next for this uplink: a lifetime ending, or a DNS64 query
     /// falling due. `None` when nothing is pending. A due query gives a time `<= now` until
     /// it is started.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let expiries = [self.pref64, self.dns64]
+    pub fn next_deadline(&self, pref64: Pref64Seen, now: Instant) -> Option<Instant> {
+        let expiries = pref64
+            .map(|(_, e)| e)
             .into_iter()
-            .flatten()
-            .map(|t| t.expires)
+            .chain(self.dns64.map(|t| t.expires))
             .filter(|e| *e > now);
-        let query = (!self.dns64_in_flight && self.dns64_wanted(now)).then_some(self.dns64_next);
+        let query =
+            (!self.dns64_in_flight && self.dns64_wanted(pref64, now)).then_some(self.dns64_next);
         expiries.chain(query).min()
     }
 
@@ -145,27 +153,6 @@ impl PrefixState {
         }
     }
 
-    /// A PREF64 option (RFC 8781) arrived. A zero lifetime withdraws that prefix; a non-zero
-    /// one replaces whatever PREF64 was known.
-    pub fn on_pref64(&mut self, prefix: Nat64Prefix, lifetime: Duration, now: Instant) {
-        if lifetime.is_zero() {
-            if self.pref64.is_some_and(|t| t.prefix == prefix) {
-                self.pref64 = None;
-            }
-        } else {
-            self.pref64 = Some(Timed {
-                prefix,
-                expires: now + lifetime,
-            });
-        }
-    }
-
-    /// Mirror the PREF64 the watcher's inventory holds for this uplink (it tracks the RA
-    /// options and their lifetimes); `None` forgets any PREF64.
-    pub fn set_pref64(&mut self, pref64: Option<(Nat64Prefix, Instant)>) {
-        self.pref64 = pref64.map(|(prefix, expires)| Timed { prefix, expires });
-    }
-
     /// Make a DNS64 query due now, whatever the backoff says (the servers to ask changed).
     pub fn dns64_retry_now(&mut self, now: Instant) {
         self.dns64_next = now;
@@ -181,7 +168,6 @@ impl PrefixState {
     /// Forget what was learnt from the network (the link went down or moved to another
     /// network) and make a DNS64 query due at once.
     pub fn forget_learnt(&mut self, now: Instant) {
-        self.pref64 = None;
         self.dns64 = None;
         self.dns64_next = now;
         self.dns64_in_flight = false;
@@ -244,6 +230,9 @@ mod tests {
     use super::*;
     use crate::discovery::resolvconf::parse_resolv_conf;
 
+    /// No PREF64 on the uplink.
+    const N: Pref64Seen = None;
+
     const ALL: [PrefixSource; 3] = [
         PrefixSource::Static,
         PrefixSource::Pref64,
@@ -274,45 +263,47 @@ mod tests {
     fn retry_now_overrides_backoff_and_pref64_mirror() {
         let t0 = Instant::now();
         let mut s = PrefixState::new(ALL.to_vec(), None, t0);
-        assert!(s.dns64_due(t0));
+        assert!(s.dns64_due(N, t0));
         s.dns64_started(t0);
-        assert!(!s.dns64_due(t0));
+        assert!(!s.dns64_due(N, t0));
         s.on_dns64_result(&failure(), t0);
         s.dns64_started(t0);
         s.on_dns64_result(&failure(), t0);
-        assert!(!s.dns64_due(t0 + secs(1)), "in backoff");
+        assert!(!s.dns64_due(N, t0 + secs(1)), "in backoff");
         s.dns64_retry_now(t0 + secs(1));
-        assert!(s.dns64_due(t0 + secs(1)));
-        // The inventory's PREF64 is mirrored as is, and forgotten with None.
-        s.set_pref64(Some((p("2001:db8:100::/56"), t0 + secs(60))));
-        assert_eq!(s.current(t0).map(|c| c.1), Some(PrefixSource::Pref64));
-        assert!(!s.dns64_due(t0 + secs(2)), "no DNS64 while PREF64 is known");
-        s.set_pref64(None);
-        assert_eq!(s.current(t0), None);
+        assert!(s.dns64_due(N, t0 + secs(1)));
+        // The inventory's PREF64 is used as given, and none means none.
+        let pref = Some((p("2001:db8:100::/56"), t0 + secs(60)));
+        assert_eq!(s.current(pref, t0).map(|c| c.1), Some(PrefixSource::Pref64));
+        assert!(
+            !s.dns64_due(pref, t0 + secs(2)),
+            "no DNS64 while PREF64 is known"
+        );
+        assert_eq!(s.current(None, t0), None);
     }
 
     #[test]
     fn order_static_then_pref64_then_dns64() {
         let t0 = Instant::now();
         let mut s = PrefixState::new(ALL.to_vec(), None, t0);
-        assert_eq!(s.current(t0), None);
+        assert_eq!(s.current(N, t0), None);
         s.on_dns64_result(&answer("2001:db8:64::/96", 300), t0);
         assert_eq!(
-            s.current(t0),
+            s.current(N, t0),
             Some((p("2001:db8:64::/96"), PrefixSource::Dns64))
         );
-        s.on_pref64(p("2001:db8:100::/40"), secs(600), t0);
+        let pref = Some((p("2001:db8:100::/40"), t0 + secs(600)));
         assert_eq!(
-            s.current(t0),
+            s.current(pref, t0),
             Some((p("2001:db8:100::/40"), PrefixSource::Pref64))
         );
         s.set_static(Some(p("2001:db8:ff::/96")));
         assert_eq!(
-            s.current(t0),
+            s.current(pref, t0),
             Some((p("2001:db8:ff::/96"), PrefixSource::Static))
         );
         s.set_static(None);
-        assert_eq!(s.current(t0).map(|c| c.1), Some(PrefixSource::Pref64));
+        assert_eq!(s.current(pref, t0).map(|c| c.1), Some(PrefixSource::Pref64));
     }
 
     #[test]
@@ -324,47 +315,43 @@ mod tests {
             t0,
         );
         // Static is not in the order: never used.
-        assert_eq!(s.current(t0), None);
-        s.on_pref64(p("2001:db8:100::/40"), secs(600), t0);
+        assert_eq!(s.current(N, t0), None);
+        let pref = Some((p("2001:db8:100::/40"), t0 + secs(600)));
         s.on_dns64_result(&answer("2001:db8:64::/96", 300), t0);
-        assert_eq!(s.current(t0).map(|c| c.1), Some(PrefixSource::Dns64));
+        assert_eq!(s.current(pref, t0).map(|c| c.1), Some(PrefixSource::Dns64));
     }
 
     #[test]
-    fn pref64_expires_and_withdraws() {
+    fn pref64_lifetime_is_honoured() {
         let t0 = Instant::now();
-        let mut s = PrefixState::new(vec![PrefixSource::Pref64], None, t0);
+        let s = PrefixState::new(vec![PrefixSource::Pref64], None, t0);
         let pf = p("2001:db8:100::/40");
-        s.on_pref64(pf, secs(600), t0);
-        assert_eq!(s.next_deadline(t0), Some(t0 + secs(600)));
-        assert_eq!(s.current(t0 + secs(599)), Some((pf, PrefixSource::Pref64)));
-        assert_eq!(s.current(t0 + secs(600)), None);
-        assert_eq!(s.next_deadline(t0 + secs(600)), None);
-        // Refreshed, then withdrawn with lifetime 0; a zero lifetime for another prefix does
-        // not touch it.
-        s.on_pref64(pf, secs(600), t0 + secs(10));
-        s.on_pref64(p("2001:db8:200::/40"), Duration::ZERO, t0 + secs(20));
-        assert_eq!(s.current(t0 + secs(20)), Some((pf, PrefixSource::Pref64)));
-        s.on_pref64(pf, Duration::ZERO, t0 + secs(30));
-        assert_eq!(s.current(t0 + secs(30)), None);
+        let pref = Some((pf, t0 + secs(600)));
+        assert_eq!(s.next_deadline(pref, t0), Some(t0 + secs(600)));
+        assert_eq!(
+            s.current(pref, t0 + secs(599)),
+            Some((pf, PrefixSource::Pref64))
+        );
+        assert_eq!(s.current(pref, t0 + secs(600)), None);
+        assert_eq!(s.next_deadline(pref, t0 + secs(600)), None);
     }
 
     #[test]
     fn dns64_refresh_before_expiry() {
         let t0 = Instant::now();
         let mut s = PrefixState::new(vec![PrefixSource::Dns64], None, t0);
-        assert!(s.dns64_due(t0));
-        assert_eq!(s.next_deadline(t0), Some(t0));
+        assert!(s.dns64_due(N, t0));
+        assert_eq!(s.next_deadline(N, t0), Some(t0));
         s.dns64_started(t0);
-        assert!(!s.dns64_due(t0));
-        assert_eq!(s.next_deadline(t0), None);
+        assert!(!s.dns64_due(N, t0));
+        assert_eq!(s.next_deadline(N, t0), None);
         s.on_dns64_result(&answer("2001:db8:64::/96", 600), t0);
         // Refresh at 80 % of 600 s = 480 s, expiry at 600 s.
-        assert!(!s.dns64_due(t0 + secs(479)));
-        assert!(s.dns64_due(t0 + secs(480)));
-        assert_eq!(s.next_deadline(t0 + secs(1)), Some(t0 + secs(480)));
-        assert!(s.current(t0 + secs(599)).is_some());
-        assert!(s.current(t0 + secs(600)).is_none());
+        assert!(!s.dns64_due(N, t0 + secs(479)));
+        assert!(s.dns64_due(N, t0 + secs(480)));
+        assert_eq!(s.next_deadline(N, t0 + secs(1)), Some(t0 + secs(480)));
+        assert!(s.current(N, t0 + secs(599)).is_some());
+        assert!(s.current(N, t0 + secs(600)).is_none());
     }
 
     #[test]
@@ -374,15 +361,15 @@ mod tests {
         s.dns64_started(t0);
         s.on_dns64_result(&answer("2001:db8:64::/96", 0), t0);
         // A zero TTL counts as 60 s: valid for 60 s, refreshed at 48 s.
-        assert!(s.current(t0 + secs(59)).is_some());
-        assert!(s.current(t0 + secs(60)).is_none());
-        assert!(!s.dns64_due(t0 + secs(47)));
-        assert!(s.dns64_due(t0 + secs(48)));
+        assert!(s.current(N, t0 + secs(59)).is_some());
+        assert!(s.current(N, t0 + secs(60)).is_none());
+        assert!(!s.dns64_due(N, t0 + secs(47)));
+        assert!(s.dns64_due(N, t0 + secs(48)));
         // A week-long TTL counts as one day.
         s.dns64_started(t0);
         s.on_dns64_result(&answer("2001:db8:64::/96", 7 * 86400), t0);
-        assert!(s.current(t0 + secs(86399)).is_some());
-        assert!(s.current(t0 + secs(86400)).is_none());
+        assert!(s.current(N, t0 + secs(86399)).is_some());
+        assert!(s.current(N, t0 + secs(86400)).is_none());
     }
 
     #[test]
@@ -392,12 +379,12 @@ mod tests {
         let mut now = t0;
         let mut delays = Vec::new();
         for _ in 0..12 {
-            assert!(s.dns64_due(now));
+            assert!(s.dns64_due(N, now));
             s.dns64_started(now);
             s.on_dns64_result(&failure(), now);
-            let next = s.next_deadline(now).unwrap();
+            let next = s.next_deadline(N, now).unwrap();
             delays.push((next - now).as_secs());
-            assert!(!s.dns64_due(next - Duration::from_millis(1)));
+            assert!(!s.dns64_due(N, next - Duration::from_millis(1)));
             now = next;
         }
         assert_eq!(
@@ -410,7 +397,7 @@ mod tests {
         assert_eq!(s.dns64_failures(), 0);
         s.dns64_started(now);
         s.on_dns64_result(&failure(), now);
-        assert_eq!(s.next_deadline(now), Some(now + secs(1)));
+        assert_eq!(s.next_deadline(N, now), Some(now + secs(1)));
     }
 
     #[test]
@@ -419,35 +406,34 @@ mod tests {
         let mut s = PrefixState::new(vec![PrefixSource::Dns64], None, t0);
         s.on_dns64_result(&answer("2001:db8:64::/96", 100), t0);
         s.on_dns64_result(&failure(), t0 + secs(80));
-        assert!(s.current(t0 + secs(99)).is_some());
+        assert!(s.current(N, t0 + secs(99)).is_some());
         // The retry (81 s) comes before the expiry (100 s).
-        assert_eq!(s.next_deadline(t0 + secs(80)), Some(t0 + secs(81)));
-        assert!(s.current(t0 + secs(100)).is_none());
+        assert_eq!(s.next_deadline(N, t0 + secs(80)), Some(t0 + secs(81)));
+        assert!(s.current(N, t0 + secs(100)).is_none());
     }
 
     #[test]
     fn no_dns64_wakeups_while_a_higher_source_holds() {
         let t0 = Instant::now();
         let mut s = PrefixState::new(ALL.to_vec(), Some(p("2001:db8:ff::/96")), t0);
-        assert!(!s.dns64_due(t0));
-        assert_eq!(s.next_deadline(t0), None);
+        assert!(!s.dns64_due(N, t0));
+        assert_eq!(s.next_deadline(N, t0), None);
         // PREF64 ranked above DNS64: no query while it is valid; due once it expires.
         s.set_static(None);
-        s.on_pref64(p("2001:db8:100::/40"), secs(60), t0);
-        assert!(!s.dns64_due(t0 + secs(59)));
-        assert_eq!(s.next_deadline(t0), Some(t0 + secs(60)));
-        assert!(s.dns64_due(t0 + secs(60)));
+        let pref = Some((p("2001:db8:100::/40"), t0 + secs(60)));
+        assert!(!s.dns64_due(pref, t0 + secs(59)));
+        assert_eq!(s.next_deadline(pref, t0), Some(t0 + secs(60)));
+        assert!(s.dns64_due(pref, t0 + secs(60)));
     }
 
     #[test]
     fn forget_learnt_clears_network_state() {
         let t0 = Instant::now();
         let mut s = PrefixState::new(ALL.to_vec(), None, t0);
-        s.on_pref64(p("2001:db8:100::/40"), secs(600), t0);
         s.on_dns64_result(&answer("2001:db8:64::/96", 600), t0);
         s.forget_learnt(t0 + secs(1));
-        assert_eq!(s.current(t0 + secs(1)), None);
-        assert!(s.dns64_due(t0 + secs(1)));
+        assert_eq!(s.current(N, t0 + secs(1)), None);
+        assert!(s.dns64_due(N, t0 + secs(1)));
     }
 
     #[test]
