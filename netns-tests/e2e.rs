@@ -45,6 +45,10 @@ both_fast_path_modes!(
     udp_3000_bytes_fragmented_40,
     no_rst_no_unreachable_from_the_clat_address,
     tcp_udp_and_ping_at_48_and_64,
+    a_deleted_route_is_repaired,
+    a_flushed_address_is_repaired,
+    a_deleted_tun_gets_a_new_tun_and_translator,
+    a_fighting_manager_is_backed_off,
 );
 
 /// Packets and bytes each way through one path (`counters.translator` / `counters.fast_path`).
@@ -799,4 +803,174 @@ fn tcp_udp_and_ping_at_48_and_64(mode: &str) {
         );
         env.stop_and_assert_clean();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repairs: a third party removes a piece of the running CLAT (issue "One owner per CLAT").
+
+/// A UDP echo through the CLAT works (again), waiting for it.
+fn wait_udp_echo(env: &Env, what: &str) {
+    wait_for(WAIT, what, || {
+        udp_echo(
+            &env.topo.cli,
+            (SERVER4, 7).into(),
+            what.as_bytes().to_vec(),
+            Duration::from_millis(500),
+        )
+        .ok()
+        .filter(|r| r == what.as_bytes())
+    });
+}
+
+/// Waits until up0 runs again with at least `repairs` repairs; returns its status entry.
+fn wait_repaired(env: &Env, repairs: u64) -> Value {
+    env.d
+        .wait_uplink("up0", &format!("running after {repairs} repair(s)"), |u| {
+            u["state"] == "running" && u["repairs"].as_u64().is_some_and(|r| r >= repairs)
+        })
+}
+
+fn has_clat_route(topo: &Topology) -> bool {
+    topo.default_routes("-4")
+        .iter()
+        .any(|r| r["dev"] == "v4-up0" && r["metric"] == 2048)
+}
+
+/// `ip -4 route del default dev v4-up0` (what NetworkManager does to foreign routes): the route
+/// comes back, the translator is untouched (same pid, no restart), IPv4 works again.
+fn a_deleted_route_is_repaired(mode: &str) {
+    let Some(env) = setup("a_deleted_route_is_repaired", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let pid = env.u["pid"].as_u64().unwrap();
+    env.topo.exec_ok(
+        Ns::Client,
+        &["ip", "-4", "route", "del", "default", "dev", "v4-up0"],
+    );
+    let u = wait_repaired(&env, 1);
+    assert!(
+        has_clat_route(&env.topo),
+        "{:?}",
+        env.topo.default_routes("-4")
+    );
+    assert_eq!(
+        u["pid"].as_u64(),
+        Some(pid),
+        "the translator was restarted: {u}"
+    );
+    assert_eq!(u["restarts"], 0, "{u}");
+    assert!(env.d.log_text().contains("repaired the IPv4 default route"));
+    wait_udp_echo(&env, "after the route was put back");
+    env.stop_and_assert_clean();
+}
+
+/// `ip -4 addr flush dev v4-up0`: address and route come back, IPv4 works again.
+fn a_flushed_address_is_repaired(mode: &str) {
+    let Some(env) = setup("a_flushed_address_is_repaired", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let pid = env.u["pid"].as_u64().unwrap();
+    env.topo
+        .exec_ok(Ns::Client, &["ip", "-4", "addr", "flush", "dev", "v4-up0"]);
+    let u = wait_repaired(&env, 1);
+    let v4 = u["v4"].as_str().unwrap().to_owned();
+    let addrs: Vec<String> = env
+        .topo
+        .addrs(Ns::Client, "-4", "v4-up0")
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert!(addrs.contains(&v4), "v4-up0 lacks {v4}: {addrs:?}");
+    assert!(
+        wait_until(WAIT, || has_clat_route(&env.topo)),
+        "route not back"
+    );
+    assert_eq!(
+        u["pid"].as_u64(),
+        Some(pid),
+        "the translator was restarted: {u}"
+    );
+    wait_udp_echo(&env, "after the address was put back");
+    env.stop_and_assert_clean();
+}
+
+/// `ip link del v4-up0`: a new tun and a new translator (never a restart loop on the dead
+/// descriptor), IPv4 works again, `repairs` counted and no translator restart counted.
+fn a_deleted_tun_gets_a_new_tun_and_translator(mode: &str) {
+    let Some(env) = setup(
+        "a_deleted_tun_gets_a_new_tun_and_translator",
+        mode,
+        DEFAULT_PREFIX,
+    ) else {
+        return;
+    };
+    let old_pid = env.u["pid"].as_u64().unwrap();
+    let old_index = env.u["v4_ifindex"].as_u64().unwrap();
+    env.topo
+        .exec_ok(Ns::Client, &["ip", "link", "del", "v4-up0"]);
+    let u = env.d.wait_uplink("up0", "running on a new tun", |u| {
+        u["state"] == "running"
+            && u["v4_ifindex"].as_u64().is_some_and(|i| i != old_index)
+            && u["repairs"].as_u64().is_some_and(|r| r >= 1)
+    });
+    let pid = u["pid"].as_u64().unwrap();
+    assert_ne!(pid, old_pid, "{u}");
+    assert!(!pid_alive(old_pid as u32), "the old translator still runs");
+    assert_eq!(u["fast_path"], env.fast, "{u}");
+    let link = env.topo.link(Ns::Client, "v4-up0").expect("a new v4-up0");
+    assert_eq!(u["v4_ifindex"], link["ifindex"]);
+    assert!(has_clat_route(&env.topo));
+    wait_udp_echo(&env, "through the new tun");
+    // Not a restart loop: the new translator stays.
+    std::thread::sleep(Duration::from_secs(2));
+    let again = env.d.uplink("up0").unwrap();
+    assert_eq!(again["pid"].as_u64(), Some(pid), "{again}");
+    assert_eq!(again["state"], "running", "{again}");
+    env.stop_and_assert_clean();
+}
+
+/// Another "manager" deletes the route every 200 ms: the daemon backs off (a handful of
+/// repairs, not one per deletion), says so in `status`, and recovers once it stops.
+fn a_fighting_manager_is_backed_off(mode: &str) {
+    let Some(env) = setup("a_fighting_manager_is_backed_off", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cli = env.topo.cli.clone();
+    let flag = stop.clone();
+    let fighter = std::thread::spawn(move || {
+        let mut deletions = 0u32;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let out = run(&[
+                "ip", "netns", "exec", &cli, "ip", "-4", "route", "del", "default", "dev", "v4-up0",
+            ]);
+            deletions += u32::from(out.status.success());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        deletions
+    });
+    let held = env.d.wait_uplink("up0", "repairing, backed off", |u| {
+        u["state"] == "repairing"
+            && u["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("another program") && r.contains("next repair in"))
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let during = env.d.uplink("up0").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deletions = fighter.join().unwrap();
+    let repairs = during["repairs"].as_u64().unwrap();
+    assert!(
+        repairs <= 8 && u64::from(deletions) > repairs,
+        "{repairs} repairs for {deletions} successful deletions: no backoff? {held} / {during}"
+    );
+    // Once the other program stops, the route comes back (after the hold) and stays.
+    let u = env
+        .d
+        .wait_uplink("up0", "running again after the fight", |u| {
+            u["state"] == "running"
+        });
+    assert!(has_clat_route(&env.topo), "{u}");
+    wait_udp_echo(&env, "after the fight");
+    env.stop_and_assert_clean();
 }

@@ -431,6 +431,73 @@ fn sigkill_then_restart_cleans_leftovers() {
     );
 }
 
+/// Regression (issue "One owner per CLAT"): a SIGKILLed daemon left `proxy_delay` at 0 and the
+/// next run took that 0 for the original. The original is journalled before the change, so
+/// the next run restores the distinctive value, and its own stop leaves it so.
+#[test]
+fn sigkill_keeps_the_true_proxy_delay() {
+    if skip_unless_root("sigkill_keeps_the_true_proxy_delay") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let sysctl = "net.ipv6.neigh.up0.proxy_delay";
+    let read = || {
+        topo.exec_ok(Ns::Client, &["sysctl", "-n", sysctl])
+            .trim()
+            .to_owned()
+    };
+    // The kernel keeps it in jiffies: 37 reads back as 36.
+    topo.exec_ok(Ns::Client, &["sysctl", "-qw", &format!("{sysctl}=37")]);
+    let distinctive = read();
+    assert_ne!(distinctive, "0");
+    let mut d = topo.start_autoclat("");
+    assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    assert_eq!(read(), "0", "proxy_delay is 0 while the CLAT runs");
+    d.sigkill();
+    d.wait_exit(WAIT).expect("autoclat survived SIGKILL");
+    drop(d);
+    assert_eq!(read(), "0", "a killed daemon restores nothing");
+    let mut d2 = topo.start_autoclat("");
+    assert_clat_running(&topo, &d2, "up0", DEFAULT_PREFIX, "dns64");
+    assert_eq!(read(), "0");
+    d2.sigterm();
+    let st = d2
+        .wait_exit(WAIT)
+        .expect("autoclat did not exit on SIGTERM");
+    assert!(st.success(), "{st}");
+    assert_eq!(
+        read(),
+        distinctive,
+        "the original value, not the killed run's 0"
+    );
+}
+
+/// A third party deletes the CLAT's route: it is put back and counted, the translator untouched.
+#[test]
+fn a_deleted_route_is_repaired_and_counted() {
+    if skip_unless_root("a_deleted_route_is_repaired_and_counted") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    assert_eq!(u["repairs"], 0, "{u}");
+    topo.exec_ok(
+        Ns::Client,
+        &["ip", "-4", "route", "del", "default", "dev", "v4-up0"],
+    );
+    let r = d.wait_uplink("up0", "running with one repair", |u| {
+        u["state"] == "running" && u["repairs"] == 1
+    });
+    assert_eq!(r["pid"], u["pid"], "the translator was not restarted");
+    assert!(topo
+        .default_routes("-4")
+        .iter()
+        .any(|r| r["dev"] == "v4-up0" && r["metric"] == 2048));
+}
+
 #[test]
 fn two_uplinks_at_once() {
     if skip_unless_root("two_uplinks_at_once") {
