@@ -1306,3 +1306,179 @@ fn oversize_gso_segments_go_to_clatd() {
     );
     clat.detach().unwrap();
 }
+
+/// Issue 9 §3, live: the fast path used to send broadcast and multicast from the CLAT to the
+/// NAT64 as unicast IPv6, and to translate packets "from" 127.0.0.53, 0/8, 224/4 or our own
+/// address embedded in the prefix (with route_localnet=1 and rp_filter=0 the host delivered
+/// them to local sockets), and packets with hop limit 0. All of those now go to clatd (egress:
+/// into the tun; ingress: dropped by the guard, clatd has its copy), while ordinary traffic
+/// still takes the fast path.
+#[test]
+fn hostile_traffic_is_left_to_clatd() {
+    require_root!();
+    let t = Topology::new();
+    let c = t.client.as_str();
+    // Multicast and broadcast from 192.0.0.4 would leave through the tun, as on a host whose
+    // only IPv4 is the CLAT.
+    sh(&["ip", "-n", c, "route", "add", "224.0.0.0/4", "dev", &t.tun]);
+    sh(&[
+        "ip",
+        "-n",
+        c,
+        "route",
+        "add",
+        "255.255.255.255/32",
+        "dev",
+        &t.tun,
+    ]);
+    // What kube-proxy sets, and what made the spoofed loopback source reach a local socket.
+    for (key, val) in [
+        (format!("net.ipv4.conf.{}.route_localnet", t.tun), "1"),
+        ("net.ipv4.conf.all.route_localnet".to_string(), "1"),
+        (format!("net.ipv4.conf.{}.rp_filter", t.tun), "0"),
+        ("net.ipv4.conf.all.rp_filter".to_string(), "0"),
+    ] {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            c,
+            "sysctl",
+            "-qw",
+            &format!("{key}={val}"),
+        ]);
+    }
+    let clat = t.attach(true, AttachMode::Auto);
+    let server = udp_v6_peer(&t);
+    let port = server.local_addr().unwrap().port();
+    let mut buf = [0u8; 2048];
+
+    // Egress: SSDP, mDNS and the limited broadcast go to the tun (clatd drops them).
+    let client = udp_v4_client(&t);
+    set_int_opt(&client, libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
+    for dst in [
+        SocketAddrV4::new(Ipv4Addr::new(239, 255, 255, 250), 1900),
+        SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 251), 5353),
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+    ] {
+        client.send_to(b"M-SEARCH", dst).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let v4: Vec<_> = t
+            .drain_tun()
+            .into_iter()
+            .filter(|p| p[0] >> 4 == 4)
+            .collect();
+        assert_eq!(v4.len(), 1, "{dst} goes to the tun (clatd)");
+        assert_eq!(&v4[0][16..20], &dst.ip().octets());
+    }
+    // TTL 0 (only a raw socket can send it): to the tun, where clatd answers Time Exceeded.
+    in_ns(&t.client, move || {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .unwrap();
+        let mut h = etherparse::Ipv4Header::new(
+            8,
+            0,
+            etherparse::IpNumber::UDP,
+            CLAT_V4.octets(),
+            SERVER_V4.octets(),
+        )
+        .unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut pkt = h.to_bytes().to_vec();
+        let mut udp = [0u8; 8];
+        udp[0..2].copy_from_slice(&4000u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&port.to_be_bytes());
+        udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+        udp[6..8].copy_from_slice(&1u16.to_be_bytes());
+        pkt.extend_from_slice(&udp);
+        s.send_to(&pkt, &SockAddr::from(SocketAddrV4::new(SERVER_V4, 0)))
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let ttl0: Vec<_> = t
+        .drain_tun()
+        .into_iter()
+        .filter(|p| p[0] >> 4 == 4 && p[8] == 0)
+        .collect();
+    assert_eq!(ttl0.len(), 1, "TTL 0 goes to the tun (clatd)");
+    assert!(
+        server.recv_from(&mut buf).is_err(),
+        "nothing of that reached the NAT64 side"
+    );
+    // Control: ordinary unicast still takes the fast path.
+    client
+        .send_to(b"unicast", SocketAddrV4::new(SERVER_V4, port))
+        .unwrap();
+    assert_eq!(server.recv_from(&mut buf).unwrap().0, 7);
+    assert_eq!(clat.counters().unwrap().v4_to_v6_packets, 1);
+
+    // Ingress: a local socket listening on every address; datagrams "from" refused embedded
+    // sources must not reach it, nor the tun. The peer owns those source addresses.
+    let local = in_ns(&t.client, || {
+        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    });
+    let local_port = local.local_addr().unwrap().port();
+    let prefix: autoclat::discovery::Nat64Prefix = "2001:db8:64::/96".parse().unwrap();
+    let tap = tun_tap(&t);
+    let send_from = |src: Ipv6Addr, hops: i32| {
+        let p = t.peer.clone();
+        sh(&[
+            "ip",
+            "-n",
+            &p,
+            "-6",
+            "addr",
+            "replace",
+            &format!("{src}/128"),
+            "dev",
+            &format!("{}p", t.veth),
+            "nodad",
+        ]);
+        in_ns(&p, move || {
+            let s = UdpSocket::bind(SocketAddrV6::new(src, 53, 0, 0)).unwrap();
+            set_int_opt(&s, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, hops);
+            s.send_to(b"spoofed", SocketAddrV6::new(CLAT_V6, local_port, 0, 0))
+                .unwrap();
+        });
+    };
+    for v4 in [
+        "127.0.0.53",
+        "0.0.0.1",
+        "224.0.0.251",
+        "255.255.255.255",
+        "192.0.0.4",
+    ] {
+        send_from(prefix.embed(v4.parse().unwrap()), 64);
+        assert!(
+            local.recv_from(&mut buf).is_err(),
+            "a datagram from {v4} reached a local socket"
+        );
+    }
+    // Hop limit 0 from the real server: not translated (clatd answers Time Exceeded).
+    send_from(SERVER_V6, 0);
+    assert!(
+        local.recv_from(&mut buf).is_err(),
+        "a hop-limit-0 datagram reached a local socket"
+    );
+    assert!(
+        tap_packets(&tap).iter().all(|p| p[0] >> 4 != 4),
+        "nothing was redirected into the tun"
+    );
+    let c = clat.counters().unwrap();
+    assert_eq!(c.v6_to_v4_packets, 0, "{c:?}");
+    assert!(c.guard_drops >= 6, "{c:?}");
+    // Control: the same from the real server, hop limit 1, is delivered.
+    send_from(SERVER_V6, 1);
+    let (n, from) = local.recv_from(&mut buf).expect("control datagram");
+    assert_eq!(&buf[..n], b"spoofed");
+    assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(SERVER_V4, 53)));
+    assert_eq!(clat.counters().unwrap().v6_to_v4_packets, 1);
+    clat.detach().unwrap();
+}

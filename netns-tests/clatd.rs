@@ -22,7 +22,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use autoclat::discovery::Nat64Prefix;
-use autoclat::translator::{open_rx, open_tx, rx_filter, set_rx_filter, FastPathExclusion};
+use autoclat::translator::{
+    open_rx, open_tx, rx_filter, rx_filter_exact, set_rx_filter, FastPathExclusion,
+};
 
 const CLAT_V4: &str = "192.0.0.4";
 const CLAT_V6: &str = "2001:db8:1::c1a7";
@@ -705,6 +707,17 @@ fn inherited_sockets_and_the_fast_path_filter() {
     set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, Some(&ex))).unwrap();
     assert!(!udp_roundtrip(&client, port, b"excluded"));
     assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
+    // Issue 9 §3: hop limit 0 is not the fast path's, so clatd still sees it and answers Time
+    // Exceeded (the filter used to skip all UDP with a checksum from the prefix). The same
+    // with the filter that knows the CLAT's IPv4 address.
+    assert!(hop_limit_zero_draws_time_exceeded(&t, v6), "rx_filter");
+    let v4: Ipv4Addr = CLAT_V4.parse().unwrap();
+    set_rx_filter(rx_copy.as_fd(), &rx_filter_exact(v6, v4, Some(&ex))).unwrap();
+    assert!(!udp_roundtrip(&client, port, b"excluded"));
+    assert!(
+        hop_limit_zero_draws_time_exceeded(&t, v6),
+        "rx_filter_exact"
+    );
 
     // Fast path "off" again.
     set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None)).unwrap();
@@ -712,6 +725,50 @@ fn inherited_sockets_and_the_fast_path_filter() {
 
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+/// Sends UDP with hop limit 0 from the server to the CLAT address; true when an ICMPv6 Time
+/// Exceeded from the CLAT address comes back.
+fn hop_limit_zero_draws_time_exceeded(t: &Topology, clat_v6: Ipv6Addr) -> bool {
+    let server = t.server_v6;
+    in_netns(&t.peer, move || {
+        let watch = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV6),
+        )
+        .unwrap();
+        watch
+            .set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        let s = UdpSocket::bind((server, 0)).unwrap();
+        let hops: libc::c_int = 0;
+        // SAFETY: an int-valued socket option on a socket we own.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                (&hops as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        s.send_to(b"hop limit 0", (clat_v6, 9)).unwrap();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        while let Ok((n, from)) = watch.recv_from(&mut buf) {
+            // SAFETY: recv_from initialised the first n bytes.
+            let b: Vec<u8> = buf[..n]
+                .iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect();
+            let from = from.as_socket_ipv6().map(|a| *a.ip());
+            if n >= 8 && b[0] == 3 && b[1] == 0 && from == Some(clat_v6) {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 #[test]

@@ -1,13 +1,17 @@
 //! The receive socket's classic BPF filter, run in a small classic BPF interpreter with the
-//! kernel's semantics for the instructions it uses (absolute loads, ancillary protocol and
-//! packet type, AND, JEQ, RET; a load past the end of the packet rejects).
+//! kernel's semantics for the instructions it uses (absolute loads, the packet length,
+//! ancillary protocol and packet type, AND, ADD, TAX, JEQ/JGE/JGT with a constant, JGE with X,
+//! RET; a load past the end of the packet rejects). With the fast path on, the filter must
+//! reject exactly what `autoclat::bpf::fast_path_takes_ingress` says the fast path takes.
 #![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use autoclat::bpf::fast_path_takes_ingress;
 use autoclat::discovery::Nat64Prefix;
-use autoclat::translator::{rx_filter, FastPathExclusion};
+use autoclat::translator::{rx_filter, rx_filter_exact, FastPathExclusion};
 use libc::sock_filter;
+use proptest::prelude::*;
 
 const ETH_P_IPV6: u32 = 0x86dd;
 const ETH_P_IP: u32 = 0x0800;
@@ -30,6 +34,7 @@ const HOST6: Meta = Meta {
 fn run(prog: &[sock_filter], pkt: &[u8], meta: &Meta) -> u32 {
     let ad_off = libc::SKF_AD_OFF as u32;
     let mut a: u32 = 0;
+    let mut x: u32 = 0;
     let mut pc = 0usize;
     let mut steps = 0;
     loop {
@@ -39,6 +44,11 @@ fn run(prog: &[sock_filter], pkt: &[u8], meta: &Meta) -> u32 {
         let code = u32::from(insn.code);
         let class = code & 0x07;
         match class {
+            c if c == libc::BPF_LD && code & 0xe0 == libc::BPF_LEN => {
+                assert_eq!(code & 0x18, libc::BPF_W);
+                a = pkt.len() as u32;
+                pc += 1;
+            }
             c if c == libc::BPF_LD => {
                 assert_eq!(code & 0xe0, libc::BPF_ABS, "only absolute loads expected");
                 let size = match code & 0x18 {
@@ -64,13 +74,36 @@ fn run(prog: &[sock_filter], pkt: &[u8], meta: &Meta) -> u32 {
                 pc += 1;
             }
             c if c == libc::BPF_ALU => {
-                assert_eq!(code, libc::BPF_ALU | libc::BPF_AND | libc::BPF_K);
-                a &= insn.k;
+                match code {
+                    op if op == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => a &= insn.k,
+                    op if op == libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K => {
+                        a = a.wrapping_add(insn.k)
+                    }
+                    op => panic!("ALU op {op:#x}"),
+                }
+                pc += 1;
+            }
+            c if c == libc::BPF_MISC => {
+                assert_eq!(code, libc::BPF_MISC | libc::BPF_TAX);
+                x = a;
                 pc += 1;
             }
             c if c == libc::BPF_JMP => {
-                assert_eq!(code, libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
-                let off = if a == insn.k { insn.jt } else { insn.jf };
+                let operand = if code & 0x08 == libc::BPF_X {
+                    x
+                } else {
+                    insn.k
+                };
+                let taken = match code & 0xf0 {
+                    op if op == libc::BPF_JEQ => a == operand,
+                    op if op == libc::BPF_JGE => a >= operand,
+                    op if op == libc::BPF_JGT => a > operand,
+                    op => panic!("jump op {op:#x}"),
+                };
+                if code & 0x08 == libc::BPF_X {
+                    assert_eq!(code & 0xf0, libc::BPF_JGE, "only JGE with X expected");
+                }
+                let off = if taken { insn.jt } else { insn.jf };
                 pc += 1 + off as usize;
             }
             c if c == libc::BPF_RET => {
@@ -241,12 +274,127 @@ fn exclusion_rejects_what_the_fast_path_translates_at_every_prefix_length() {
     }
 }
 
+/// A UDP packet too short for its header is not the fast path's (it guard-drops it), so clatd
+/// must see it (and count it as malformed). The filter used to reject it, as its checksum load
+/// ran past the end.
 #[test]
-fn exclusion_rejects_a_udp_packet_too_short_for_its_checksum() {
+fn exclusion_hands_a_udp_packet_too_short_for_its_header_to_clatd() {
     let pre = prefix("2001:db8:64::/96");
     let f = rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre }));
     let pkt = ipv6(server(&pre), CLAT, 17, &[0x30, 0x39, 0x00, 0x35]);
-    assert!(!accepts(&f, &pkt));
+    assert!(accepts(&f, &pkt));
+    assert!(!fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre));
+}
+
+const CLAT4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 4);
+
+const LENGTHS: [&str; 7] = [
+    "2001:db8::/32",
+    "2001:db8:100::/40",
+    "2001:db8:122::/48",
+    "2001:db8:122:300::/56",
+    "2001:db8:122:344::/64",
+    "2001:db8:64::/96",
+    "64:ff9b::/96",
+];
+
+/// Issue 9 §3: packets the fast path now leaves to clatd reach clatd: hop limit 0 (clatd
+/// answers Time Exceeded), embedded sources that are not remote unicast, our own address.
+#[test]
+fn exclusion_hands_hop_limit_zero_and_refused_sources_to_clatd() {
+    for p in LENGTHS {
+        let pre = prefix(p);
+        let ex = FastPathExclusion { prefix: pre };
+        let exact = rx_filter_exact(CLAT, CLAT4, Some(&ex));
+        let loose = rx_filter(CLAT, Some(&ex));
+        let mut pkt = ipv6(server(&pre), CLAT, 17, &udp(0xbeef));
+        pkt[7] = 0;
+        assert!(accepts(&exact, &pkt), "{p} hop 0");
+        assert!(accepts(&loose, &pkt), "{p} hop 0");
+        pkt[7] = 1;
+        assert!(!accepts(&exact, &pkt), "{p} hop 1 is the fast path's");
+        for a in [
+            "127.0.0.53",
+            "0.0.0.0",
+            "224.0.0.251",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
+            let src = pre.embed(a.parse().unwrap());
+            for pkt in [ipv6(src, CLAT, 17, &udp(1)), ipv6(src, CLAT, 6, &tcp())] {
+                assert!(accepts(&exact, &pkt), "{p} {a}");
+                assert!(accepts(&loose, &pkt), "{p} {a}");
+            }
+        }
+        let ours = ipv6(pre.embed(CLAT4), CLAT, 6, &tcp());
+        assert!(accepts(&exact, &ours), "{p} our own address");
+        // The loose filter does not know our address: it skips those (clatd would drop them).
+        assert!(!accepts(&loose, &ours), "{p} our own address");
+        // Lengths: a payload length beyond the packet, or under a TCP header.
+        let mut long = ipv6(server(&pre), CLAT, 6, &tcp());
+        long[5] += 1;
+        assert!(accepts(&exact, &long), "{p} payload length past the end");
+        let short = ipv6(server(&pre), CLAT, 6, &tcp()[..12]);
+        assert!(accepts(&exact, &short), "{p} short TCP");
+        // Link-layer padding after the packet does not matter.
+        let mut padded = ipv6(server(&pre), CLAT, 6, &tcp());
+        padded.extend_from_slice(&[0; 6]);
+        assert!(!accepts(&exact, &padded), "{p} padded");
+    }
+}
+
+/// A packet to the CLAT address from under `pre`, with a choice of embedded source, hop limit,
+/// next header, payload and length field.
+fn candidate() -> impl Strategy<Value = (usize, Vec<u8>)> {
+    (
+        0usize..LENGTHS.len(),
+        prop_oneof![
+            Just(Ipv4Addr::new(198, 51, 100, 10)),
+            Just(CLAT4),
+            Just(Ipv4Addr::new(127, 0, 0, 53)),
+            Just(Ipv4Addr::new(224, 0, 0, 251)),
+            Just(Ipv4Addr::new(255, 255, 255, 255)),
+            Just(Ipv4Addr::new(0, 1, 2, 3)),
+            any::<u32>().prop_map(Ipv4Addr::from),
+        ],
+        prop_oneof![Just(0u8), Just(1), Just(64), any::<u8>()],
+        prop_oneof![Just(6u8), Just(17), Just(58), Just(44), any::<u8>()],
+        proptest::collection::vec(any::<u8>(), 0..64),
+        prop_oneof![Just(None), any::<u16>().prop_map(Some)],
+        any::<bool>(),
+    )
+        .prop_map(|(i, a, hop, next, payload, len, outside)| {
+            let pre = prefix(LENGTHS[i]);
+            let mut src = pre.embed(a);
+            if outside {
+                src = Ipv6Addr::from(u128::from(src) ^ (1u128 << (128 - u32::from(pre.len()))));
+            }
+            let mut p = ipv6(src, CLAT, next, &payload);
+            p[7] = hop;
+            if let Some(l) = len {
+                p[4..6].copy_from_slice(&l.to_be_bytes());
+            }
+            (i, p)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The exact filter rejects a packet exactly when the fast path takes it; the loose one
+    /// differs only for our own embedded address.
+    #[test]
+    fn exact_filter_is_the_complement_of_the_fast_path((i, pkt) in candidate()) {
+        let pre = prefix(LENGTHS[i]);
+        let ex = FastPathExclusion { prefix: pre };
+        let takes = fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre);
+        prop_assert_eq!(accepts(&rx_filter_exact(CLAT, CLAT4, Some(&ex)), &pkt), !takes);
+        let from_ours = pre.extract(Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).unwrap()))
+            == Some(CLAT4);
+        if !from_ours {
+            prop_assert_eq!(accepts(&rx_filter(CLAT, Some(&ex)), &pkt), !takes);
+        }
+    }
 }
 
 #[test]
@@ -255,6 +403,7 @@ fn filter_fits_the_kernel_limits() {
     for f in [
         rx_filter(CLAT, None),
         rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre })),
+        rx_filter_exact(CLAT, CLAT4, Some(&FastPathExclusion { prefix: pre })),
     ] {
         assert!(f.len() <= 4096);
         for (i, insn) in f.iter().enumerate() {

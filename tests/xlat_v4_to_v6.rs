@@ -541,3 +541,72 @@ fn batch_memory_is_reused() {
         assert!(v6.is_empty());
     }
 }
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Issue 9 §5: a fragment at offset 65472 with 1300 octets of data, MTU 1280, produced IPv6
+/// fragments at offsets 65472 and then 1168 (wrapped). Its data ends past 65535: it belongs
+/// to no valid datagram and is dropped, counted as malformed.
+#[test]
+fn fragment_ending_past_64k_is_dropped_not_wrapped() {
+    let mut pkt = hex("4500052812341ff840115957c0000004c633640a");
+    pkt.resize(20 + 1300, 0);
+    let mut t = Translator::new(cfg_with("2001:db8:64::/96", 1280));
+    let (v, v6, v4) = run(&mut t, &pkt);
+    assert_eq!(v, Verdict::Dropped(DropReason::Malformed));
+    assert!(
+        v6.is_empty() && v4.is_empty(),
+        "nothing sent: {v6:?} {v4:?}"
+    );
+    assert_eq!(t.counters().dropped_malformed, 1);
+    assert_eq!(t.counters().fragments_made, 0);
+}
+
+/// Fragments ending exactly at the last octet a datagram can hold are translated, and no
+/// translated fragment ever has an offset below the input's (no wrap), at any MTU.
+#[test]
+fn fragments_up_to_the_64k_end_translate_without_wrapping() {
+    for mtu in [1280u32, 1500, 9000] {
+        for (offset, len) in [
+            (65512usize, 3usize),
+            (64000, 1512),
+            (65000, 512),
+            (65504, 11),
+        ] {
+            let mut h = V4::new(CLAT4, REMOTE4, 17);
+            h.df = false;
+            h.offset = offset;
+            let data = payload(len, 9);
+            let pkt = h.build(&data);
+            let mut t = Translator::new(cfg_with("2001:db8:64::/96", mtu));
+            let (v, v6, _) = run(&mut t, &pkt);
+            let end = offset + len;
+            if end > 65515 {
+                assert_eq!(v, Verdict::Dropped(DropReason::Malformed), "{offset}+{len}");
+                continue;
+            }
+            assert_eq!(v, Verdict::Translated, "{offset}+{len} mtu {mtu}");
+            let mut expect = offset;
+            for p in &v6 {
+                let o = verify(p);
+                let f = o.frag().unwrap();
+                assert_eq!(f.offset, expect, "offsets follow each other");
+                expect += o.l4().len();
+            }
+            assert_eq!(expect, end);
+        }
+        // One octet more than fits: dropped.
+        let mut h = V4::new(CLAT4, REMOTE4, 17);
+        h.df = false;
+        h.offset = 65512;
+        let mut t = Translator::new(cfg_with("2001:db8:64::/96", mtu));
+        let (v, v6, _) = run(&mut t, &h.build(&payload(4, 1)));
+        assert_eq!(v, Verdict::Dropped(DropReason::Malformed));
+        assert!(v6.is_empty());
+    }
+}

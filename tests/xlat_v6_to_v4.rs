@@ -492,3 +492,61 @@ fn other_protocols_are_carried_unchanged_and_counted() {
     let (v, ..) = run(&mut t, &V6::new(r6, clat6()).build(1, &[], &gre));
     assert_eq!(v, Verdict::Dropped(DropReason::Unsupported));
 }
+
+/// Issue 9 §5: an ICMPv6 echo reply with identifier 0, sequence 0 and no data became an ICMPv4
+/// echo reply with checksum 0x0000; the message is all zero, so its checksum must be 0xffff.
+#[test]
+fn all_zero_echo_reply_gets_checksum_ffff() {
+    for p in [
+        "2001:db8:64::/96",
+        "2001:db8::/32",
+        "2001:db8:100::/40",
+        "2001:db8:122:344::/64",
+    ] {
+        let mut t = Translator::new(cfg_with(p, 1500));
+        let r6 = remote6(&t);
+        let msg = icmp(129, 0, [0; 4], &[], &in_ps(&t));
+        let o = one(&mut t, &V6::new(r6, clat6()).build(58, &[], &msg));
+        assert_eq!(o.l4(), &[0, 0, 0xff, 0xff, 0, 0, 0, 0], "{p}");
+        // And with zero data: still all zero.
+        let msg = icmp(129, 0, [0; 4], &[0; 12], &in_ps(&t));
+        let o = one(&mut t, &V6::new(r6, clat6()).build(58, &[], &msg));
+        assert_eq!(&o.l4()[2..4], &[0xff, 0xff], "{p}");
+        assert!(sums_ok(0, o.l4()));
+    }
+}
+
+/// The same inside an ICMPv6 error quoting an all-zero echo reply we sent.
+#[test]
+fn all_zero_echo_reply_inside_an_error_gets_checksum_ffff() {
+    let mut t = Translator::new(cfg());
+    let r6 = remote6(&t);
+    let echo = icmp(129, 0, [0; 4], &[], &Pseudo::V6(clat6(), r6));
+    let inner = V6::new(clat6(), r6).build(58, &[], &echo);
+    let err = icmp(1, 4, [0; 4], &inner, &in_ps(&t));
+    let o = one(&mut t, &V6::new(r6, clat6()).build(58, &[], &err));
+    let quoted = &o.l4()[8 + 20..];
+    assert_eq!(quoted, &[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+}
+
+/// An IPv6 fragment whose datagram would be longer than any IPv4 datagram is not translated.
+#[test]
+fn fragment_too_long_for_ipv4_is_dropped() {
+    let mut t = Translator::new(cfg());
+    let r6 = remote6(&t);
+    let h = V6::new(r6, clat6());
+    let data = payload(16, 3);
+    // Ends at 65512 + 16 = 65528: past 65515, valid IPv6 but not representable in IPv4.
+    let (v, v4, _) = run(&mut t, &h.build(44, &frag_hdr(17, 65512, false, 9), &data));
+    assert_eq!(v, Verdict::Dropped(DropReason::Unsupported));
+    assert!(v4.is_empty());
+    // Ends past 65535: invalid IPv6 (RFC 8200 §4.5).
+    let data = payload(40, 3);
+    let (v, v4, _) = run(&mut t, &h.build(44, &frag_hdr(17, 65512, false, 9), &data));
+    assert_eq!(v, Verdict::Dropped(DropReason::Malformed));
+    assert!(v4.is_empty());
+    // Ends at exactly 65515: translated.
+    let data = payload(3, 3);
+    let o = one(&mut t, &h.build(44, &frag_hdr(17, 65512, false, 9), &data));
+    assert_eq!(usize::from(o.v4().fragment_offset.value()) * 8, 65512);
+}

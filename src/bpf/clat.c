@@ -7,16 +7,24 @@
 //   before tc ingress, so the kernel's own copy must not reach the IPv6 stack (UDP would draw
 //   ICMPv6 port unreachable). Neighbour discovery to the address is let through (the address is
 //   joined as anycast so the kernel answers NUD probes). With the fast path on, eligible packets
-//   (source inside the NAT64 prefix, plain TCP or UDP with no extension header) are translated to
-//   IPv4 (RFC 7915 §5) and redirected into the tun `v4-U` as received traffic; everything else to
-//   the CLAT address is dropped (clatd has its copy).
+//   are translated to IPv4 (RFC 7915 §5) and redirected into the tun `v4-U` as received traffic;
+//   everything else to the CLAT address is dropped (clatd has its copy). Eligible: plain TCP or
+//   UDP right after the IPv6 header, source inside the NAT64 prefix with an embedded IPv4 address
+//   that is remote unicast (not 0/8, 127/8, 224/4, 240/4, 255.255.255.255 or ours), hop limit
+//   not 0, lengths consistent, UDP checksum not zero.
 //
 // clat_egress4 — tc egress of the tun `v4-U` (fast path only). Plain TCP/UDP from the CLAT IPv4
-//   address (no options, not a fragment) becomes IPv6 (RFC 7915 §4) and leaves through U
-//   directly; everything else goes on to the tun and so to clatd.
+//   address to a remote unicast address (no options, not a fragment, valid header checksum,
+//   TTL not 0) becomes IPv6 (RFC 7915 §4) and leaves through U directly; everything else goes on
+//   to the tun and so to clatd.
 //
-// Both keep the translation to the common case and leave the rest (ICMP, fragments, options,
-// extension headers, zero-checksum UDP, oversize packets) to clatd, which implements all of it.
+// The fast path takes only packets the userspace translator (src/xlat) translates, and
+// translates them to the same bytes (but the IPv4 Identification of small packets): the
+// differential test netns-tests/bpf_parity.rs runs both on one corpus. It leaves the rest (ICMP,
+// fragments, options, extension headers, zero-checksum UDP, oversize packets, TTL or hop limit 0,
+// addresses userspace refuses) to clatd, which translates it, answers it with an ICMP error or
+// drops it. src/bpf/mod.rs (`fast_path_takes_ingress`) and the receive filter of clatd
+// (src/translator/filter.rs) mirror the ingress decision: keep the three in step.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -39,6 +47,8 @@ struct clat_config {
 	__u32 uplink_ifindex; // U
 	__u32 fast_path;      // 0: guard only
 	__u32 uplink_l2_len;  // 14 for Ethernet uplinks, 0 for raw-IP (ARPHRD_NONE) uplinks
+	__u32 tun_l2_len;     // 0: packets on v4-U start with the IPv4 header (always, in service);
+	                      // 14 under BPF_PROG_TEST_RUN, which frames every packet in Ethernet
 };
 
 // Shared with src/bpf/mod.rs (`CountersRaw`).
@@ -118,6 +128,15 @@ static __always_inline int in_prefix(const __u8 a[16], const struct clat_config 
 	return 1;
 }
 
+// Whether `a` (network byte order) can be a far-side unicast IPv4 address: the userspace
+// translator's `is_remote_unicast` (src/xlat/mod.rs). Not 0/8, 127/8, 224/4 (multicast), 240/4
+// (class E and the limited broadcast) or the CLAT's own address.
+static __always_inline int remote_unicast(__be32 a, const struct clat_config *cfg)
+{
+	__u32 first = bpf_ntohl(a) >> 24;
+	return a != cfg->v4 && first != 0 && first != 127 && first < 224;
+}
+
 static __always_inline int ipv6_eq(const __u8 a[16], const __u8 b[16])
 {
 	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
@@ -164,8 +183,14 @@ int clat_ingress6(struct __sk_buff *skb)
 		return guard_drop(c);
 	if (!in_prefix(ip6.saddr.in6_u.u6_addr8, cfg))
 		return guard_drop(c);
+	// Hop limit 0: clatd answers with ICMPv6 Time Exceeded (RFC 7915 §5.1).
+	if (ip6.hop_limit == 0)
+		return guard_drop(c);
 	__u32 payload = bpf_ntohs(ip6.payload_len);
 	if (payload < sizeof(struct udphdr) || l2 + sizeof(ip6) + payload > skb->len)
+		return guard_drop(c);
+	// The IPv4 packet would exceed 65535 octets.
+	if (payload + sizeof(struct iphdr) > 0xffff)
 		return guard_drop(c);
 	__u32 csum_off; // of the L4 checksum, from the L4 header
 	if (ip6.nexthdr == IPPROTO_UDP) {
@@ -180,6 +205,18 @@ int clat_ingress6(struct __sk_buff *skb)
 	}
 	int pos[4];
 	if (v4_positions(cfg->prefix_len, pos) < 0)
+		return guard_drop(c);
+	// The source's IPv4 address (RFC 6052 §2.2) must be a remote unicast one: a packet "from"
+	// 127.0.0.53, 0.0.0.0, a multicast or broadcast address or our own is not translated (with
+	// route_localnet=1 the host would deliver it to a local socket as if from loopback).
+	__be32 saddr4;
+	__u8 *src = (__u8 *)&saddr4;
+	const __u8 *s6 = ip6.saddr.in6_u.u6_addr8;
+	src[0] = s6[pos[0] & 15];
+	src[1] = s6[pos[1] & 15];
+	src[2] = s6[pos[2] & 15];
+	src[3] = s6[pos[3] & 15];
+	if (!remote_unicast(saddr4, cfg))
 		return guard_drop(c);
 
 	// RFC 7915 §5.1.
@@ -197,12 +234,7 @@ int clat_ingress6(struct __sk_buff *skb)
 	}
 	ip4.ttl = ip6.hop_limit;
 	ip4.protocol = ip6.nexthdr;
-	__u8 *src = (__u8 *)&ip4.saddr;
-	const __u8 *s6 = ip6.saddr.in6_u.u6_addr8;
-	src[0] = s6[pos[0] & 15];
-	src[1] = s6[pos[1] & 15];
-	src[2] = s6[pos[2] & 15];
-	src[3] = s6[pos[3] & 15];
+	ip4.saddr = saddr4;
 	ip4.daddr = cfg->v4;
 	ip4.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ip4, sizeof(ip4), 0));
 
@@ -247,18 +279,26 @@ int clat_egress4(struct __sk_buff *skb)
 	if (!cfg || !cfg->fast_path || skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 
-	// The tun carries bare IPv4: the header starts at offset 0.
+	// The tun carries bare IPv4: the header starts at offset 0 (14 under BPF_PROG_TEST_RUN).
+	__u32 l2 = cfg->tun_l2_len == ETH_HLEN ? ETH_HLEN : 0;
 	struct iphdr ip4;
-	if (bpf_skb_load_bytes(skb, 0, &ip4, sizeof(ip4)) < 0)
+	if (bpf_skb_load_bytes(skb, l2, &ip4, sizeof(ip4)) < 0)
 		return TC_ACT_OK;
 	if (ip4.version != 4 || ip4.ihl != 5 || ip4.saddr != cfg->v4)
+		return TC_ACT_OK;
+	// What userspace refuses or answers with an ICMP error goes to clatd: a destination that
+	// is not remote unicast (broadcast, multicast, loopback, ours...), TTL 0 (clatd answers
+	// Time Exceeded; TTL 1 is translated to hop limit 1, as clatd does), a bad header checksum.
+	if (!remote_unicast(ip4.daddr, cfg) || ip4.ttl == 0)
+		return TC_ACT_OK;
+	if (csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ip4, sizeof(ip4), 0)) != 0)
 		return TC_ACT_OK;
 	if (ip4.protocol != IPPROTO_TCP && ip4.protocol != IPPROTO_UDP)
 		return TC_ACT_OK;
 	if (ip4.frag_off & bpf_htons(IP_MF_OFFSET))
 		return TC_ACT_OK;
 	__u32 tot_len = bpf_ntohs(ip4.tot_len);
-	if (tot_len < sizeof(ip4) + sizeof(struct udphdr) || tot_len > skb->len)
+	if (tot_len < sizeof(ip4) + sizeof(struct udphdr) || l2 + tot_len > skb->len)
 		return TC_ACT_OK;
 	// RFC 7915 §4.1: without DF a packet over 1280 octets after translation needs a fragment
 	// header; clatd does that.
@@ -268,7 +308,8 @@ int clat_egress4(struct __sk_buff *skb)
 	if (ip4.protocol == IPPROTO_UDP) {
 		__u16 check;
 		csum_off = offsetof(struct udphdr, check);
-		if (bpf_skb_load_bytes(skb, sizeof(ip4) + csum_off, &check, 2) < 0 || check == 0)
+		if (bpf_skb_load_bytes(skb, l2 + sizeof(ip4) + csum_off, &check, 2) < 0 ||
+		    check == 0)
 			return TC_ACT_OK;
 	} else {
 		if (tot_len < sizeof(ip4) + sizeof(struct tcphdr))
@@ -292,7 +333,7 @@ int clat_egress4(struct __sk_buff *skb)
 		__u32 l4_hdr = sizeof(struct udphdr);
 		if (ip4.protocol == IPPROTO_TCP) {
 			__u8 doff;
-			if (bpf_skb_load_bytes(skb, sizeof(ip4) + 12, &doff, 1) < 0)
+			if (bpf_skb_load_bytes(skb, l2 + sizeof(ip4) + 12, &doff, 1) < 0)
 				return TC_ACT_OK;
 			l4_hdr = (doff >> 4) * 4;
 		}
@@ -327,12 +368,12 @@ int clat_egress4(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	struct clat_counters *c = counters();
-	if (bpf_skb_store_bytes(skb, 0, &ip6, sizeof(ip6), 0) < 0)
+	if (bpf_skb_store_bytes(skb, l2, &ip6, sizeof(ip6), 0) < 0)
 		goto error;
 	// BPF_F_PSEUDO_HDR: on a CHECKSUM_PARTIAL skb (TCP, GSO) the field holds the pseudo-header
 	// sum only, and the helper updates just that; on a complete checksum it updates the whole.
 	__u64 flags = BPF_F_PSEUDO_HDR | (ip6.nexthdr == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
-	if (bpf_l4_csum_replace(skb, sizeof(ip6) + csum_off, 0, diff, flags) < 0)
+	if (bpf_l4_csum_replace(skb, l2 + sizeof(ip6) + csum_off, 0, diff, flags) < 0)
 		goto error;
 
 	if (c) {

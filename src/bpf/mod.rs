@@ -5,15 +5,24 @@
 //! - `clat_ingress6` on U's tc ingress, always (the guard): IPv6 packets to the CLAT IPv6 address
 //!   never reach the host's IPv6 stack. clatd reads them through its `ETH_P_ALL` packet socket,
 //!   which sees frames before tc ingress. Neighbour discovery to the address passes. With the
-//!   fast path on, plain TCP/UDP from the NAT64 prefix is translated to IPv4 and redirected into
-//!   `v4-U` as received traffic; all else to the address is dropped.
+//!   fast path on, plain TCP/UDP from a remote unicast IPv4 host under the NAT64 prefix is
+//!   translated to IPv4 and redirected into `v4-U` as received traffic (the exact rule:
+//!   [`fast_path_takes_ingress`]); all else to the address is dropped.
 //! - `clat_egress4` on `v4-U`'s tc egress, only with the fast path on: plain TCP/UDP from the
-//!   CLAT IPv4 address becomes IPv6 and leaves through U (`bpf_redirect_neigh` on Ethernet
-//!   uplinks, which does the route and neighbour lookup and builds the Ethernet header).
+//!   CLAT IPv4 address to a remote unicast address becomes IPv6 and leaves through U
+//!   (`bpf_redirect_neigh` on Ethernet uplinks, which does the route and neighbour lookup and
+//!   builds the Ethernet header); everything else goes on to clatd through the tun.
+//!
+//! Both take only what the userspace translator (`crate::xlat`) translates, to the same bytes;
+//! everything else (TTL or hop limit 0, broadcast, multicast, loopback or our own addresses,
+//! ICMP, fragments, options...) is left to clatd, which translates it, answers it with an ICMP
+//! error or drops it. [`FastPathTestRun`] runs the programs on single packets
+//! (`BPF_PROG_TEST_RUN`) for the differential test that checks this (netns-tests/bpf_parity.rs).
 //!
 //! With the fast path on, clatd still sees the eligible ingress packets on its packet socket:
-//! it must skip those for which [`fast_path_takes_ingress`] is true, or the host gets each
-//! datagram twice.
+//! it must skip exactly those for which [`fast_path_takes_ingress`] is true, or the host gets
+//! each datagram twice (or, skipping more, never gets the Time Exceeded clatd would send). Its
+//! receive filter (`crate::translator::rx_filter`) encodes the same rule in classic BPF.
 //!
 //! Attachment: TCX links on kernels ≥ 6.6 (no qdisc; the links are file descriptors owned by
 //! this process, so they go away when it exits, even on a crash), else cls_bpf filters on a
@@ -23,6 +32,9 @@
 //! Prefix lengths: all RFC 6052 lengths (32, 40, 48, 56, 64, 96) are handled by both programs.
 
 mod tc;
+mod testrun;
+
+pub use testrun::{FastPathTestRun, TcVerdict, TestRunOutcome};
 
 use std::ffi::CStr;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -121,6 +133,9 @@ pub enum BpfError {
     /// A tc netlink request failed.
     #[error("tc netlink request on interface {ifindex} failed: {reason}")]
     Netlink { ifindex: u32, reason: String },
+    /// `BPF_PROG_TEST_RUN` failed.
+    #[error("BPF test run of {0}")]
+    TestRun(String),
 }
 
 /// The layout of `struct clat_config` in clat.c.
@@ -136,9 +151,11 @@ struct ConfigRaw {
     uplink_ifindex: u32,
     fast_path: u32,
     uplink_l2_len: u32,
+    /// 0 in service (the tun carries bare IPv4); 14 under `BPF_PROG_TEST_RUN`.
+    tun_l2_len: u32,
 }
 
-// SAFETY: repr(C), fields are byte arrays and u32s with no padding (16+16+6*4 = 56 bytes,
+// SAFETY: repr(C), fields are byte arrays and u32s with no padding (16+16+7*4 = 60 bytes,
 // 4-aligned), so every bit pattern is valid and the value can be copied to and from the kernel.
 unsafe impl aya::Pod for ConfigRaw {}
 
@@ -168,6 +185,7 @@ impl ConfigRaw {
             uplink_ifindex: cfg.uplink_ifindex,
             fast_path: u32::from(cfg.fast_path),
             uplink_l2_len: if cfg.uplink_is_ethernet { 14 } else { 0 },
+            tun_l2_len: 0,
         }
     }
 }
@@ -188,9 +206,21 @@ fn sum_counters(per_cpu: &[CountersRaw]) -> FastPathCounters {
 
 /// Whether the ingress program, with the fast path on, translates this IPv6 packet itself (the
 /// same rules as `clat_ingress6` in clat.c). clatd reads the same packets through its packet
-/// socket and must skip these when the fast path is on, or the host gets them twice. `packet`
-/// starts at the IPv6 header.
-pub fn fast_path_takes_ingress(packet: &[u8], v6: Ipv6Addr, prefix: &Nat64Prefix) -> bool {
+/// socket and must skip exactly these when the fast path is on: skipping fewer, the host gets
+/// them twice; skipping more, nobody translates them or answers them. `packet` starts at the
+/// IPv6 header (and may carry link-layer padding after it).
+///
+/// The rule: to `v6`, TCP or UDP right after the IPv6 header, hop limit not 0 (clatd answers
+/// those with Time Exceeded), source inside `prefix` with an embedded IPv4 address that is
+/// remote unicast (not 0/8, 127/8, 224/4, 240/4 or `v4`), a payload length that fits the packet,
+/// is at least a UDP (TCP) header and leaves the IPv4 packet within 65535 octets, and a UDP
+/// checksum that is not zero. Every such packet is one `crate::xlat` translates.
+pub fn fast_path_takes_ingress(
+    packet: &[u8],
+    v6: Ipv6Addr,
+    v4: Ipv4Addr,
+    prefix: &Nat64Prefix,
+) -> bool {
     const TCP: u8 = 6;
     const UDP: u8 = 17;
     if packet.len() < 40 || packet[0] >> 4 != 6 || packet[24..40] != v6.octets() {
@@ -202,17 +232,38 @@ pub fn fast_path_takes_ingress(packet: &[u8], v6: Ipv6Addr, prefix: &Nat64Prefix
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&packet[8..24]);
-    if !prefix.contains(Ipv6Addr::from(src)) {
+    if !prefix
+        .extract(Ipv6Addr::from(src))
+        .is_some_and(|a| crate::xlat::is_remote_unicast(a, v4))
+    {
+        return false;
+    }
+    if packet[7] == 0 {
         return false;
     }
     let payload = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-    if payload < 8 || 40 + payload > packet.len() {
+    if payload < 8 || 40 + payload > packet.len() || payload + 20 > 0xffff {
         return false;
     }
     match next {
         UDP => packet[46] != 0 || packet[47] != 0,
         _ => payload >= 20,
     }
+}
+
+/// The counters map of a loaded object, summed over CPUs.
+fn read_counters(ebpf: &Ebpf) -> Result<FastPathCounters, BpfError> {
+    let map_err = |reason: String| BpfError::Map {
+        map: COUNTERS_MAP,
+        reason,
+    };
+    let map = ebpf
+        .map(COUNTERS_MAP)
+        .ok_or_else(|| map_err("missing from the object".into()))?;
+    let counters: PerCpuArray<_, CountersRaw> =
+        PerCpuArray::try_from(map).map_err(|e| map_err(error_chain(&e)))?;
+    let values = counters.get(&0, 0).map_err(|e| map_err(error_chain(&e)))?;
+    Ok(sum_counters(&values))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -495,18 +546,7 @@ impl ClatBpf {
 
     /// The fast path's counters, summed over CPUs.
     pub fn counters(&self) -> Result<FastPathCounters, BpfError> {
-        let map_err = |reason: String| BpfError::Map {
-            map: COUNTERS_MAP,
-            reason,
-        };
-        let map = self
-            .ebpf
-            .map(COUNTERS_MAP)
-            .ok_or_else(|| map_err("missing from the object".into()))?;
-        let counters: PerCpuArray<_, CountersRaw> =
-            PerCpuArray::try_from(map).map_err(|e| map_err(error_chain(&e)))?;
-        let values = counters.get(&0, 0).map_err(|e| map_err(error_chain(&e)))?;
-        Ok(sum_counters(&values))
+        read_counters(&self.ebpf)
     }
 
     /// Whether the egress translator is attached and the ingress program translates.
@@ -706,7 +746,7 @@ mod tests {
 
     #[test]
     fn config_layout_matches_c() {
-        assert_eq!(std::mem::size_of::<ConfigRaw>(), 56);
+        assert_eq!(std::mem::size_of::<ConfigRaw>(), 60);
         assert_eq!(std::mem::size_of::<CountersRaw>(), 48);
         let raw = ConfigRaw::new(&cfg());
         assert_eq!(raw.v4.to_ne_bytes(), [192, 0, 0, 4]);
@@ -714,6 +754,7 @@ mod tests {
         assert_eq!(raw.prefix_len, 96);
         assert_eq!(raw.uplink_l2_len, 14);
         assert_eq!(raw.fast_path, 1);
+        assert_eq!(raw.tun_l2_len, 0, "in service the tun carries bare IPv4");
         let raw = ConfigRaw::new(&ClatBpfConfig {
             uplink_is_ethernet: false,
             fast_path: false,
@@ -755,7 +796,7 @@ mod tests {
     #[test]
     fn ingress_eligibility_mirrors_the_program() {
         let c = cfg();
-        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, &c.prefix);
+        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix);
         let from = "2001:db8:64::c633:640a";
         assert!(take(&udp6(from, "2001:db8:1::a", 17, 0x1234, 12)));
         assert!(take(&udp6(from, "2001:db8:1::a", 6, 0, 20)));
@@ -770,6 +811,55 @@ mod tests {
         truncated.truncate(50);
         assert!(!take(&truncated));
         assert!(!take(&udp6(from, "2001:db8:1::a", 6, 0, 12)));
+        // Link-layer padding after the packet is fine.
+        let mut padded = udp6(from, "2001:db8:1::a", 17, 1, 8);
+        padded.extend_from_slice(&[0; 10]);
+        assert!(take(&padded));
+    }
+
+    /// Issue 9 §3: embedded IPv4 sources the userspace translator refuses, and hop limit 0
+    /// (clatd answers Time Exceeded), are not the fast path's.
+    #[test]
+    fn ingress_refuses_what_userspace_refuses() {
+        let c = cfg();
+        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix);
+        for refused in [
+            "127.0.0.53",
+            "127.0.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.251",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.4",
+        ] {
+            let a: Ipv4Addr = refused.parse().unwrap();
+            let src = c.prefix.embed(a).to_string();
+            assert!(!take(&udp6(&src, "2001:db8:1::a", 17, 1, 8)), "{refused}");
+            assert!(!take(&udp6(&src, "2001:db8:1::a", 6, 1, 20)), "{refused}");
+        }
+        for accepted in [
+            "198.51.100.10",
+            "1.0.0.1",
+            "126.255.255.255",
+            "223.255.255.254",
+        ] {
+            let a: Ipv4Addr = accepted.parse().unwrap();
+            let src = c.prefix.embed(a).to_string();
+            assert!(take(&udp6(&src, "2001:db8:1::a", 17, 1, 8)), "{accepted}");
+        }
+        let from = "2001:db8:64::c633:640a";
+        let mut p = udp6(from, "2001:db8:1::a", 17, 1, 8);
+        p[7] = 0;
+        assert!(!take(&p), "hop limit 0");
+        p[7] = 1;
+        assert!(take(&p), "hop limit 1 is translated");
+        // A payload that would make the IPv4 packet longer than 65535 octets.
+        let big = udp6(from, "2001:db8:1::a", 17, 1, 65535 - 19);
+        assert!(!take(&big));
+        let fits = udp6(from, "2001:db8:1::a", 17, 1, 65535 - 20);
+        assert!(take(&fits));
     }
 
     #[test]
@@ -786,9 +876,21 @@ mod tests {
             let prefix: Nat64Prefix = prefix.parse().unwrap();
             let src = prefix.embed(v4).to_string();
             let p = udp6(&src, "2001:db8:1::a", 17, 1, 8);
-            assert!(fast_path_takes_ingress(&p, cfg().v6, &prefix), "{prefix}");
+            assert!(
+                fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix),
+                "{prefix}"
+            );
             let p = udp6("2001:db9::1", "2001:db8:1::a", 17, 1, 8);
-            assert!(!fast_path_takes_ingress(&p, cfg().v6, &prefix), "{prefix}");
+            assert!(
+                !fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix),
+                "{prefix}"
+            );
+            let ours = prefix.embed(cfg().v4).to_string();
+            let p = udp6(&ours, "2001:db8:1::a", 17, 1, 8);
+            assert!(
+                !fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix),
+                "{prefix}"
+            );
         }
     }
 

@@ -89,6 +89,12 @@ impl Nat64Prefix {
         }
     }
 
+    /// The byte positions (into the 16 address octets) that carry the four IPv4 octets of an
+    /// address under this prefix (RFC 6052 §2.2: the u-octet, byte 8, is skipped).
+    pub fn v4_octet_positions(&self) -> [usize; 4] {
+        Self::positions(self.len)
+    }
+
     /// RFC 6052 §2.2: the IPv4-embedded IPv6 address of `v4` under this prefix (suffix zero).
     pub fn embed(&self, v4: Ipv4Addr) -> Ipv6Addr {
         let mut o = self.addr.octets();

@@ -4,20 +4,23 @@
 //! so the filter sees the network header at offset 0 and reads the link-layer protocol and the
 //! packet type through the ancillary offsets `SKF_AD_PROTOCOL` and `SKF_AD_PKTTYPE`. It accepts
 //! IPv6 packets to the CLAT's IPv6 address that were not sent by this host; when the eBPF fast
-//! path is on it also rejects what the fast path translates in the kernel, so that `clatd` does
-//! not translate those packets a second time.
+//! path is on it also rejects exactly what the fast path translates in the kernel
+//! (`crate::bpf::fast_path_takes_ingress`), so that `clatd` does not translate those packets a
+//! second time and still sees every other one (hop limit 0, which it answers with Time
+//! Exceeded; sources it refuses, which it counts).
 //!
 //! Pure: builds instructions, performs no I/O.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use libc::sock_filter;
 
 use crate::discovery::Nat64Prefix;
 
 /// Packets the eBPF fast path translates in the kernel, which the receive filter must reject:
-/// source inside `prefix`, next header directly TCP or UDP (no extension headers), and for UDP
-/// a non-zero checksum.
+/// the rule of `crate::bpf::fast_path_takes_ingress` (source inside `prefix` with a remote
+/// unicast IPv4 address embedded, next header directly TCP or UDP, hop limit not 0, consistent
+/// lengths, for UDP a non-zero checksum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FastPathExclusion {
     /// The NAT64 prefix the fast path translates from.
@@ -32,7 +35,9 @@ const PACKET_OUTGOING: u32 = 4;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 /// Offsets in the IPv6 header (the socket delivers from the network header on).
+const OFF_PAYLOAD_LEN: u32 = 4;
 const OFF_NEXT_HEADER: u32 = 6;
+const OFF_HOP_LIMIT: u32 = 7;
 const OFF_SRC: u32 = 8;
 const OFF_DST: u32 = 24;
 /// The UDP checksum when UDP directly follows the 40-byte IPv6 header.
@@ -43,8 +48,14 @@ const OFF_UDP_CSUM: u32 = 40 + 6;
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
 const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+const LD_W_LEN: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_LEN) as u16;
 const ALU_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const ALU_ADD_K: u16 = (libc::BPF_ALU | libc::BPF_ADD | libc::BPF_K) as u16;
+const MISC_TAX: u16 = (libc::BPF_MISC | libc::BPF_TAX) as u16;
 const JMP_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JMP_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JMP_JGT_K: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
+const JMP_JGE_X: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_X) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// The ancillary offset `SKF_AD_OFF + x` as the unsigned `k` of a load.
@@ -61,6 +72,8 @@ enum To {
     Accept,
     /// The final "reject" instruction.
     Reject,
+    /// The instruction placed at this label (forward jumps only).
+    Label(&'static str),
 }
 
 /// One instruction before jump resolution.
@@ -72,10 +85,11 @@ struct Insn {
     jf: To,
 }
 
-/// A straight-line program that ends in "accept" then "reject".
+/// A program of forward jumps that ends in "accept" then "reject".
 #[derive(Debug, Default)]
 struct Program {
     body: Vec<Insn>,
+    labels: Vec<(&'static str, usize)>,
 }
 
 impl Program {
@@ -89,12 +103,16 @@ impl Program {
     }
 
     fn jeq(&mut self, k: u32, jt: To, jf: To) {
-        self.body.push(Insn {
-            code: JMP_JEQ_K,
-            k,
-            jt,
-            jf,
-        });
+        self.jump(JMP_JEQ_K, k, jt, jf);
+    }
+
+    fn jump(&mut self, code: u16, k: u32, jt: To, jf: To) {
+        self.body.push(Insn { code, k, jt, jf });
+    }
+
+    /// Names the next instruction.
+    fn label(&mut self, name: &'static str) {
+        self.labels.push((name, self.body.len()));
     }
 
     /// Resolve jumps: the body, then `ret ACCEPT_ALL`, then `ret 0`.
@@ -102,11 +120,18 @@ impl Program {
         let n = self.body.len();
         let accept_at = n;
         let reject_at = n + 1;
+        let labels = &self.labels;
         let offset = |from: usize, to: To| -> u8 {
             let target = match to {
                 To::Next => from + 1,
                 To::Accept => accept_at,
                 To::Reject => reject_at,
+                // A label the program never placed is a bug caught by the unit tests; it
+                // rejects rather than run off the end.
+                To::Label(name) => labels
+                    .iter()
+                    .find(|(l, _)| *l == name)
+                    .map_or(reject_at, |&(_, at)| at),
             };
             // Jumps are relative to the next instruction and must fit in a u8; the programs
             // built here are at most a few dozen instructions long.
@@ -141,7 +166,30 @@ impl Program {
 
 /// The receive filter: IPv6, not outgoing, destination `clat_v6`; with `exclude`, also not a
 /// packet the fast path translates (see [`FastPathExclusion`]).
+///
+/// Without the CLAT's IPv4 address this filter cannot tell packets from the CLAT's own embedded
+/// address (which the fast path leaves to clatd) from others: it rejects those too, which
+/// only loses clatd's count of them (it would drop them as not ours). [`rx_filter_exact`]
+/// knows the address and mirrors the fast path exactly.
 pub fn rx_filter(clat_v6: Ipv6Addr, exclude: Option<&FastPathExclusion>) -> Vec<sock_filter> {
+    build(clat_v6, None, exclude)
+}
+
+/// [`rx_filter`] that also knows the CLAT's IPv4 address `clat_v4`, so that with `exclude` it
+/// rejects exactly the packets `crate::bpf::fast_path_takes_ingress` says the fast path takes.
+pub fn rx_filter_exact(
+    clat_v6: Ipv6Addr,
+    clat_v4: Ipv4Addr,
+    exclude: Option<&FastPathExclusion>,
+) -> Vec<sock_filter> {
+    build(clat_v6, Some(clat_v4), exclude)
+}
+
+fn build(
+    clat_v6: Ipv6Addr,
+    clat_v4: Option<Ipv4Addr>,
+    exclude: Option<&FastPathExclusion>,
+) -> Vec<sock_filter> {
     let mut p = Program::default();
 
     p.stmt(LD_W_ABS, ancillary(libc::SKF_AD_PROTOCOL));
@@ -171,13 +219,52 @@ pub fn rx_filter(clat_v6: Ipv6Addr, exclude: Option<&FastPathExclusion>) -> Vec<
             }
             p.jeq(*word, To::Next, To::Accept);
         }
-        // TCP right after the fixed header: the fast path's. UDP: the fast path's unless its
-        // checksum is zero (which the fast path leaves to clatd). Anything else: clatd's.
+        // Hop limit 0: clatd answers with Time Exceeded.
+        p.stmt(LD_B_ABS, OFF_HOP_LIMIT);
+        p.jeq(0, To::Accept, To::Next);
+        // The embedded IPv4 source must be remote unicast: not 0/8, 127/8, 224/4, 240/4.
+        let pos = ex.prefix.v4_octet_positions().map(|i| OFF_SRC + i as u32);
+        p.stmt(LD_B_ABS, pos[0]);
+        p.jeq(0, To::Accept, To::Next);
+        p.jeq(127, To::Accept, To::Next);
+        p.jump(JMP_JGE_K, 224, To::Accept, To::Next);
+        // Lengths: a payload of at least a UDP header that fits the packet (the socket sees
+        // the packet from its IPv6 header on, link-layer padding included) and leaves the
+        // IPv4 packet within 65535 octets.
+        p.stmt(LD_H_ABS, OFF_PAYLOAD_LEN);
+        p.jump(JMP_JGT_K, 65535 - 20, To::Accept, To::Next);
+        p.jump(JMP_JGE_K, 8, To::Next, To::Accept);
+        p.stmt(ALU_ADD_K, 40);
+        p.stmt(MISC_TAX, 0);
+        p.stmt(LD_W_LEN, 0);
+        p.jump(JMP_JGE_X, 0, To::Next, To::Accept);
+        // TCP right after the fixed header, with a whole TCP header: the fast path's. UDP: the
+        // fast path's unless its checksum is zero. Anything else: clatd's.
         p.stmt(LD_B_ABS, OFF_NEXT_HEADER);
-        p.jeq(IPPROTO_TCP, To::Reject, To::Next);
+        p.jeq(IPPROTO_TCP, To::Label("tcp"), To::Next);
         p.jeq(IPPROTO_UDP, To::Next, To::Accept);
         p.stmt(LD_H_ABS, OFF_UDP_CSUM);
-        p.jeq(0, To::Accept, To::Reject);
+        p.jeq(0, To::Accept, To::Label("ours"));
+        p.label("tcp");
+        p.stmt(LD_H_ABS, OFF_PAYLOAD_LEN);
+        p.jump(JMP_JGE_K, 20, To::Next, To::Accept);
+        // Last, our own IPv4 address embedded as the source: clatd's (it drops it as not
+        // ours); any other source: the fast path's.
+        p.label("ours");
+        match clat_v4 {
+            Some(v4) => {
+                for (i, (&at, octet)) in pos.iter().zip(v4.octets()).enumerate() {
+                    p.stmt(LD_B_ABS, at);
+                    let last = i == 3;
+                    p.jeq(
+                        u32::from(octet),
+                        if last { To::Accept } else { To::Next },
+                        To::Reject,
+                    );
+                }
+            }
+            None => p.jeq(0, To::Reject, To::Reject),
+        }
     }
 
     p.finish()
@@ -202,9 +289,10 @@ mod tests {
         for f in [
             rx_filter(Ipv6Addr::LOCALHOST, None),
             rx_filter(Ipv6Addr::LOCALHOST, Some(&ex)),
+            rx_filter_exact(Ipv6Addr::LOCALHOST, Ipv4Addr::new(192, 0, 0, 4), Some(&ex)),
         ] {
             for (i, insn) in f.iter().enumerate() {
-                if insn.code == JMP_JEQ_K {
+                if u32::from(insn.code) & 0x07 == libc::BPF_JMP {
                     assert!(i + 1 + (insn.jt as usize) < f.len());
                     assert!(i + 1 + (insn.jf as usize) < f.len());
                 }

@@ -11,7 +11,7 @@ pub mod sockets;
 pub mod tun;
 
 pub use args::{ArgsError, ClatdArgs};
-pub use filter::{rx_filter, FastPathExclusion};
+pub use filter::{rx_filter, rx_filter_exact, FastPathExclusion};
 pub use run::{Exit, Fds, IoCounters, IoLoop, RunError};
 pub use sockets::{open_gso_tx, open_rx, open_tx, set_rx_filter, SocketError};
 pub use tun::{check_tun, TunError, TunInfo};

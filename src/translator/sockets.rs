@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use libc::{c_int, c_void, sock_filter, socklen_t};
 
-pub use super::filter::{rx_filter, FastPathExclusion};
+pub use super::filter::{rx_filter, rx_filter_exact, FastPathExclusion};
 
 /// The receive buffer we ask for: bursts of a fast uplink must not overflow it while the
 /// translator is busy with the previous batch.

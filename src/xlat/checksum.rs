@@ -65,6 +65,25 @@ pub fn update_maybe_partial(field: u16, old: u64, new: u64, partial: bool) -> u1
     }
 }
 
+/// The checksum field of a message summed without a pseudo-header (ICMPv4) after an
+/// incremental [`update`] produced `c`, where `all_zero` tells whether every other octet of the
+/// message is zero.
+///
+/// One's complement has two zeros, and [`update`] returns 0x0000 whenever the message sums to
+/// zero. That is right when the sum is −0 (0xffff: the receiver adds 0x0000 and gets all ones)
+/// but wrong when every word is zero (+0): the receiver would get 0x0000, so the only valid
+/// field is 0xffff. Only an ICMPv4 echo reply with code, identifier, sequence number and data
+/// all zero can be such a message; TCP, UDP and ICMPv6 sums include a pseudo-header that is
+/// never zero, and an IPv4 header never is.
+#[inline]
+pub fn all_zero_fix(c: u16, all_zero: impl FnOnce() -> bool) -> u16 {
+    if c == 0 && all_zero() {
+        0xffff
+    } else {
+        c
+    }
+}
+
 /// The running sum of an IPv4 address.
 #[inline]
 pub fn sum_v4(a: Ipv4Addr) -> u64 {
@@ -137,6 +156,30 @@ mod tests {
         data[10..14].copy_from_slice(&[0xff, 0xff, 0x00, 0x01]);
         let new = add(0, &data[10..14]);
         assert_eq!(update(c0, old, new), finish(add(0, &data)));
+    }
+
+    #[test]
+    fn all_zero_message_gets_ffff() {
+        // An ICMPv6 echo reply (129) with id, seq and data zero becomes an ICMPv4 echo reply
+        // (0) that is all zero but for its checksum.
+        let v6 = [129u8, 0, 0, 0, 0, 0, 0, 0];
+        let pseudo = 0x1234_u64;
+        let hc = finish(pseudo + add(0, &v6));
+        let c = update(hc, pseudo + add(0, &v6[..2]), 0);
+        assert_eq!(c, 0, "equation 3 yields the wrong zero");
+        let fixed = all_zero_fix(c, || true);
+        assert_eq!(fixed, 0xffff);
+        let mut v4 = [0u8; 8];
+        v4[2..4].copy_from_slice(&fixed.to_be_bytes());
+        assert_eq!(fold(add(0, &v4)), 0xffff, "the receiver's check passes");
+        assert_eq!(
+            reference(&[0u8; 8]),
+            0xffff,
+            "and it is what a full computation gives"
+        );
+        // A message summing to -0 keeps 0x0000, which is valid for it.
+        assert_eq!(all_zero_fix(0, || false), 0);
+        assert_eq!(all_zero_fix(7, || true), 7);
     }
 
     #[test]

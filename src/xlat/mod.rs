@@ -38,6 +38,11 @@ pub const IPV6_MIN_MTU: u32 = 1280;
 /// The smallest IPv4 MTU reported in a translated Packet Too Big (1280 − 20, RFC 7915 §5.2).
 pub const IPV4_MIN_PTB_MTU: u32 = 1260;
 
+/// Where the data of any fragment must end at the latest, in octets from the start of the
+/// datagram's data: the largest IPv4 datagram (65535 octets) less the smallest IPv4 header.
+/// Fragments ending later are dropped in both directions.
+const MAX_FRAGMENT_END: usize = 65535 - 20;
+
 /// What one translator instance translates between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XlatConfig {
@@ -131,13 +136,15 @@ impl PacketBatch {
 /// Why a packet was not translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// Truncated, inconsistent lengths, a bad IPv4 header checksum, or a bad ICMP checksum on
-    /// a message the translator must rewrite entirely.
+    /// Truncated, inconsistent lengths, a fragment ending past the largest datagram, a bad
+    /// IPv4 header checksum, or a bad ICMP checksum on a message the translator must rewrite
+    /// entirely.
     Malformed,
     /// Not between the CLAT's addresses and the NAT64 prefix (the CLAT is no open relay).
     NotOurs,
     /// Valid but not translatable: RFC 7915 says drop (ICMP types without a counterpart,
-    /// fragmented ICMP, fragmented zero-checksum UDP, unknown extension headers, jumbograms).
+    /// fragmented ICMP, fragmented zero-checksum UDP, unknown extension headers, jumbograms,
+    /// IPv6 packets or fragments too long for an IPv4 datagram).
     Unsupported,
     /// DF set and too big for the uplink MTU: an ICMPv4 Fragmentation Needed was generated.
     TooBig,
@@ -290,9 +297,11 @@ impl Translator {
     }
 }
 
-/// Whether `a` can be a far-side unicast IPv4 address: not unspecified, loopback, multicast,
-/// broadcast, class E, or the CLAT's own address.
-fn is_remote_unicast(a: Ipv4Addr, ours: Ipv4Addr) -> bool {
+/// Whether `a` can be a far-side unicast IPv4 address: not unspecified (0/8), loopback (127/8),
+/// multicast (224/4), class E or broadcast (240/4), or the CLAT's own address. Only packets to
+/// (IPv4 → IPv6) or from (IPv6 → IPv4) such addresses are translated; the eBPF fast path uses
+/// the same rule (`remote_unicast` in src/bpf/clat.c, `crate::bpf::fast_path_takes_ingress`).
+pub fn is_remote_unicast(a: Ipv4Addr, ours: Ipv4Addr) -> bool {
     let o = a.octets();
     a != ours && o[0] != 0 && o[0] != 127 && o[0] < 224
 }
@@ -345,6 +354,8 @@ fn write_ipv6_header(
 /// Writes an 8-byte IPv6 Fragment header; `offset` in bytes (a multiple of 8).
 #[inline]
 fn write_fragment_header(out: &mut [u8], next: u8, offset: usize, more: bool, id: u32) {
+    // Callers drop fragments that would end past 65535 octets, so the offset always fits.
+    debug_assert!(offset <= 0xfff8, "fragment offset {offset} out of range");
     out[0] = next;
     out[1] = 0;
     let field = ((offset as u16) & 0xfff8) | u16::from(more);

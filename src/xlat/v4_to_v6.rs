@@ -4,7 +4,7 @@ use super::checksum as cs;
 use super::icmp::{self, ICMP6_ERROR_MAX};
 use super::{
     be16, v4_at, write_fragment_header, write_ipv6_header, DropReason, Offload, PacketBatch, Patch,
-    Translator, V4Fields, Verdict,
+    Translator, V4Fields, Verdict, MAX_FRAGMENT_END,
 };
 
 /// The header fields of an IPv4 packet and its header length. Only the header itself is
@@ -93,6 +93,14 @@ impl Translator {
             return Verdict::Dropped(NotOurs);
         }
         let pkt = &pkt[..total];
+        // No IPv4 datagram is longer than 65535 octets (RFC 791), and no reassembled IPv6
+        // payload either (RFC 8200 §4.5). A fragment whose data ends beyond 65535 − 20 belongs
+        // to no valid datagram; translated, its pieces would end past what IPv6 can reassemble
+        // and their offsets past the 13-bit field (they would wrap to small offsets and corrupt
+        // the reassembly of another datagram). Drop it, as Linux's reassembly does.
+        if h.offset + (total - ihl) > MAX_FRAGMENT_END {
+            return Verdict::Dropped(Malformed);
+        }
         if unexpired_source_route(&pkt[20..ihl]) {
             self.send_icmp4_error(to_v4, 3, 5, [0; 4], pkt);
             return Verdict::Dropped(SourceRoute);

@@ -88,6 +88,12 @@ pub(super) fn walk_exts(b: &[u8]) -> Result<Exts, DropReason> {
     Err(DropReason::Unsupported)
 }
 
+/// Whether the ICMPv4 echo message made from the ICMPv6 echo `msg` (type `t4`) is all zero but
+/// for its checksum (see [`cs::all_zero_fix`]).
+fn echo4_all_zero(t4: u8, msg: &[u8]) -> bool {
+    t4 == 0 && msg.get(1) == Some(&0) && msg.get(4..).is_some_and(|r| r.iter().all(|&b| b == 0))
+}
+
 impl Translator {
     pub(super) fn v6_to_v4(
         &mut self,
@@ -135,6 +141,17 @@ impl Translator {
             None if is_icmp6_error && ext.frag.is_none() => IPV4_DUMMY,
             None => return Verdict::Dropped(NotOurs),
         };
+        if let Some(f) = ext.frag {
+            // The datagram this fragment belongs to would be longer than an IPv4 datagram can
+            // be (or even than IPv6 allows, RFC 8200 §4.5): its IPv4 reassembly must fail.
+            let end = f.offset + payload.len();
+            if end > 65535 {
+                return Verdict::Dropped(Malformed);
+            }
+            if end > super::MAX_FRAGMENT_END {
+                return Verdict::Dropped(Unsupported);
+            }
+        }
         if let Some(at) = ext.routing_left_at {
             self.send_icmp6_error(to_v6, 4, 0, (at as u32).to_be_bytes(), pkt, is_icmp6_error);
             return Verdict::Dropped(RoutingHeader);
@@ -210,10 +227,9 @@ impl Translator {
                 let old = u64::from(be16(payload, 0))
                     + cs::pseudo_v6(src, self.cfg.v6, 58, payload.len() as u32);
                 let new = (u64::from(new_type) << 8) + u64::from(code);
-                (
-                    1,
-                    Patch::icmp(new_type, code, cs::update(be16(payload, 2), old, new)),
-                )
+                let c = cs::update(be16(payload, 2), old, new);
+                let c = cs::all_zero_fix(c, || echo4_all_zero(new_type, payload));
+                (1, Patch::icmp(new_type, code, c))
             }
             1 => return Verdict::Dropped(Unsupported),
             p => (p, Patch::none()),
@@ -351,7 +367,10 @@ impl Translator {
                 if ipay.len() >= 4 {
                     let o = u64::from(be16(ipay, 0)) + cs::pseudo_v6(isrc, idst, 58, ulen as u32);
                     let n = (u64::from(t) << 8) + u64::from(ipay[1]);
-                    (1, Patch::icmp(t, ipay[1], cs::update(be16(ipay, 2), o, n)))
+                    let c = cs::update(be16(ipay, 2), o, n);
+                    // Only a complete inner message can be known to be all zero.
+                    let c = cs::all_zero_fix(c, || ipay.len() == ulen && echo4_all_zero(t, ipay));
+                    (1, Patch::icmp(t, ipay[1], c))
                 } else {
                     (
                         1,

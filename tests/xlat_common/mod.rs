@@ -472,3 +472,78 @@ pub fn l4_valid(pkt: &[u8]) -> Option<bool> {
         _ => None,
     }
 }
+
+// ---- the seed corpus (tests/corpus/xlat, written by make_corpus.py there) ----
+
+/// One packet of the seed corpus.
+#[derive(Clone, Debug)]
+pub struct CorpusEntry {
+    /// The file name without `.hex`.
+    pub name: String,
+    /// IPv4 read from the tun (true) or IPv6 received on the uplink.
+    pub v4: bool,
+    /// The userspace translator's verdict under [`corpus_config`], as `{:?}` prints it.
+    pub expect: String,
+    /// What the eBPF fast path does: `take`, `clatd` or `pass`.
+    pub fast: String,
+    pub packet: Vec<u8>,
+}
+
+/// The CLAT every corpus packet is for.
+pub fn corpus_config() -> XlatConfig {
+    XlatConfig {
+        v4: CLAT4,
+        v6: "2001:db8:1::a".parse().unwrap(),
+        prefix: prefix("2001:db8:64::/96"),
+        mtu6: 1500,
+    }
+}
+
+/// Every `*.hex` file of tests/corpus/xlat, sorted by name.
+pub fn load_corpus() -> Vec<CorpusEntry> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/xlat");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hex"))
+        .collect();
+    names.sort();
+    let entries: Vec<CorpusEntry> = names
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+                    .unwrap_or_else(|| panic!("{} lacks `# {key}:`", path.display()))
+                    .trim()
+                    .to_string()
+            };
+            let (dir, expect, fast) = (field("dir"), field("expect"), field("fast"));
+            let hex: String = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+                .collect();
+            let packet = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            assert!(dir == "v4" || dir == "v6", "{}: dir {dir}", path.display());
+            assert!(
+                ["take", "clatd", "pass"].contains(&fast.as_str()),
+                "{}: fast {fast}",
+                path.display()
+            );
+            CorpusEntry {
+                name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+                v4: dir == "v4",
+                expect,
+                fast,
+                packet,
+            }
+        })
+        .collect();
+    assert!(entries.len() >= 40, "the corpus is in tests/corpus/xlat");
+    entries
+}
