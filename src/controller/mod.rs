@@ -522,8 +522,16 @@ impl Controller {
             prefix: spec.prefix,
         });
         let step = |what: &str| format!("open the translator's {what} socket on {}", spec.uplink);
+        let exact = exclude
+            .as_ref()
+            .map(|ex| crate::translator::filter::rx_filter_exact(spec.v6, spec.v4, Some(ex)));
         let rx = crate::translator::open_rx(spec.uplink_ifindex, spec.v6, exclude)
             .map_err(|e| ControllerError::step(step("receive"), e))?;
+        // With our IPv4 address known, the filter leaves out exactly what the fast path takes.
+        if let Some(filter) = exact {
+            crate::translator::set_rx_filter(rx.as_fd(), &filter)
+                .map_err(|e| ControllerError::step(step("receive"), e))?;
+        }
         let tx = crate::translator::open_tx(spec.uplink_ifindex, spec.fwmark)
             .map_err(|e| ControllerError::step(step("send"), e))?;
         // TCP super-packets from the tun leave whole through this one; without it the
