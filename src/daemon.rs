@@ -853,6 +853,7 @@ impl Daemon {
                 route_metric: clat.map(|c| c.running.spec.route_metric),
                 pid: clat.filter(|c| c.child_alive).map(|c| c.running.pid),
                 restarts: link.map_or(0, |l| l.backoff.restarts()),
+                repairs: 0,
                 fast_path: clat
                     .and_then(|c| c.bpf.as_ref())
                     .is_some_and(ClatBpf::fast_path),
