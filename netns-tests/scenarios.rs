@@ -804,3 +804,126 @@ fn seven_uplinks_all_start() {
     }
     assert_eq!(v4s.len(), 6, "distinct CLAT IPv4 addresses: {v4s:?}");
 }
+
+/// The ambient capabilities of `config/autoclat.service` (the unit's `AmbientCapabilities=`),
+/// in setpriv's spelling.
+fn unit_ambient_capabilities() -> String {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/autoclat.service"
+    ))
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities= in the unit");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The daemon as the unit runs it: not root (uid `nobody` here, `autoclat` in the package),
+/// with exactly the unit's ambient capabilities and nothing else in its bounding set. A CLAT
+/// with the eBPF fast path on starts (tun, addresses, routes, `proxy_delay` sysctl, packet
+/// sockets, BPF programs), IPv4 works through it, and SIGTERM removes everything.
+#[test]
+fn unprivileged_daemon_with_the_units_capabilities_runs_a_fast_path_clat() {
+    if skip_unless_root("unprivileged_daemon_with_the_units_capabilities_runs_a_fast_path_clat") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let before = topo.snapshot(Ns::Client);
+    // nobody must reach the control socket's directory and read the configuration.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&topo.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let caps = std::env::var("AUTOCLAT_TEST_CAPS").unwrap_or_else(|_| unit_ambient_capabilities());
+    eprintln!("ambient capabilities: {caps}");
+    let bounding = format!("-all,{caps}");
+    // In a private mount namespace, what the unit's sandbox does to /proc/sys
+    // (ProtectKernelTunables=yes, ReadWritePaths=/proc/sys/net): read-only but for the network
+    // sysctls. And udev makes /dev/net/tun 0666 on Debian (50-udev-default.rules); where it
+    // is not (this container: 0600), the namespace gets a 0666 node of its own.
+    let tun_node = topo.dir.join("tun");
+    let shim = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+         mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net && \
+         if [ \"$(stat -c %a /dev/net/tun)\" != 666 ]; then \
+         mknod -m 0666 {n} c 10 200 && mount --bind {n} /dev/net/tun; fi && exec \"$@\"",
+        n = tun_node.display()
+    );
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &shim,
+        "sh",
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps",
+        &caps,
+        "--ambient-caps",
+        &caps,
+        "--bounding-set",
+        &bounding,
+        "--",
+    ];
+    let mut d = topo.start_autoclat_under(
+        &wrapper,
+        &format!("{REAL_CLATD}[[uplink]]\nmatch = \"up0\"\nfast_path = \"on\"\n"),
+    );
+    let u = d.wait_state("up0", "running");
+    eprintln!("unprivileged daemon: {u}");
+    assert_eq!(u["fast_path"], true, "{u}");
+    let pid = d.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+    // `ip netns exec` execs unshare, sh, setpriv and autoclat in turn: the same pid.
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "the daemon is not running as nobody: {uid_line}"
+    );
+    // The sysctl the daemon writes through the read-only /proc/sys's writable net part.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.cli, "cat"])
+        .arg("/proc/sys/net/ipv6/neigh/up0/proxy_delay")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "proxy_delay"
+    );
+    let server = IpAddr::V4(SERVER4);
+    assert!(
+        wait_until(WAIT, || ping(&topo.cli, server, Duration::from_secs(1))),
+        "no ping reply from {server} through the CLAT"
+    );
+    let echo = wait_for(WAIT, "TCP echo through the fast path", || {
+        tcp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            b"least privilege".to_vec(),
+            Duration::from_secs(5),
+        )
+        .ok()
+    });
+    assert_eq!(echo, b"least privilege");
+    d.sigterm();
+    let st = d.wait_exit(WAIT).expect("autoclat did not exit on SIGTERM");
+    assert!(st.success(), "autoclat exited {st} on SIGTERM");
+    assert_same_snapshot(
+        &before,
+        &topo.snapshot(Ns::Client),
+        "after SIGTERM of the unprivileged daemon",
+    );
+}

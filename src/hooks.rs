@@ -211,6 +211,14 @@ pub async fn run_hook(path: &str, ev: &HookEvent, timeout: Duration) -> HookOutc
         // Its own process group, so a timeout kills whatever it started too.
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            keep_only_hook_ambient_capabilities();
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -295,6 +303,30 @@ pub async fn run_hook(path: &str, ev: &HookEvent, timeout: Duration) -> HookOutc
         }
     }
     outcome
+}
+
+/// The ambient capabilities a hook keeps from a non-root daemon (the unit gives the daemon
+/// more): CAP_NET_ADMIN and CAP_NET_RAW, enough for firewall rules and routes on the tun.
+/// CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_BPF and CAP_PERFMON are the daemon's alone. (A
+/// daemon run as root hands its hooks root, as any root process does.)
+pub const HOOK_AMBIENT_CAPABILITIES: [u32; 2] = [12, 13];
+
+/// In the forked child before exec: lower every other ambient capability. Async-signal-safe.
+fn keep_only_hook_ambient_capabilities() {
+    for cap in 0..64u32 {
+        if !HOOK_AMBIENT_CAPABILITIES.contains(&cap) {
+            // SAFETY: prctl with integer arguments only; an unknown capability is EINVAL.
+            unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_LOWER as libc::c_ulong,
+                    libc::c_ulong::from(cap),
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
+            }
+        }
+    }
 }
 
 /// SIGKILL the process group `pid` leads. Only called while the leader is not reaped yet, so
@@ -504,6 +536,80 @@ mod tests {
         }
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(text, "up eth1\ndown eth0\nup eth0\n");
+    }
+
+    /// Set this thread's inheritable and ambient capabilities to `caps` (root only).
+    fn set_ambient(caps: &[u32]) {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut hdr = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget fills two Data structures for version 3; both pointers are live.
+        let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let (mut lo, mut hi) = (0u32, 0u32);
+        for &c in caps {
+            if c < 32 {
+                lo |= 1 << c;
+            } else {
+                hi |= 1 << (c - 32);
+            }
+        }
+        data[0].inheritable = lo;
+        data[1].inheritable = hi;
+        // SAFETY: as above, capset reads the two structures.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        for &c in caps {
+            // SAFETY: prctl with integer arguments.
+            let rc = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    libc::c_ulong::from(c),
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                )
+            };
+            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// A daemon with the unit's ambient capabilities hands a hook only CAP_NET_ADMIN and
+    /// CAP_NET_RAW. (Capabilities are per thread: the single-threaded test runtime spawns the
+    /// hook from this thread.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn hooks_get_only_the_network_capabilities() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to set ambient capabilities");
+            return;
+        }
+        // NET_ADMIN, NET_RAW, KILL, SETUID, SETGID, BPF, PERFMON.
+        set_ambient(&[12, 13, 5, 7, 6, 39, 38]);
+        let dir = tempfile::tempdir().unwrap();
+        let up = script(dir.path(), "up", "grep CapAmb /proc/self/status");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut hooks = Hooks::with_outcomes(cfg(Some(up), None, 30), tx);
+        hooks.fire(event(HookKind::Up, "eth0"));
+        let o = rx.recv().await.unwrap();
+        set_ambient(&[]);
+        assert_eq!(o.result, HookResult::Exited(0));
+        // Bits 12 and 13.
+        assert_eq!(o.output, ["CapAmb:\t0000000000003000"], "{:?}", o.output);
     }
 
     #[tokio::test]
