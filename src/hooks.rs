@@ -106,11 +106,18 @@ pub const KEPT_LINES: usize = 20;
 /// left may hold the pipe); after that the output is still logged as it comes.
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
+/// One uplink's queue and the task working through it.
+#[derive(Debug)]
+struct Queue {
+    tx: mpsc::UnboundedSender<HookEvent>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
 /// The hook runner: one owner (the daemon's event loop), one queue per uplink.
 #[derive(Debug)]
 pub struct Hooks {
     cfg: HooksConfig,
-    queues: HashMap<String, mpsc::UnboundedSender<HookEvent>>,
+    queues: HashMap<String, Queue>,
     outcomes: Option<mpsc::UnboundedSender<HookOutcome>>,
 }
 
@@ -151,7 +158,7 @@ impl Hooks {
             return;
         }
         let ev = match self.queues.get(&ev.uplink) {
-            Some(q) => match q.send(ev) {
+            Some(q) => match q.tx.send(ev) {
                 Ok(()) => return,
                 // The worker is gone (it never is while we hold the sender); start a new one.
                 Err(mpsc::error::SendError(ev)) => ev,
@@ -161,13 +168,30 @@ impl Hooks {
         let (tx, rx) = mpsc::unbounded_channel();
         let uplink = ev.uplink.clone();
         let _ = tx.send(ev);
-        tokio::spawn(worker(self.cfg.clone(), rx, self.outcomes.clone()));
-        self.queues.insert(uplink, tx);
+        let worker = tokio::spawn(worker(self.cfg.clone(), rx, self.outcomes.clone()));
+        self.queues.insert(uplink, Queue { tx, worker });
     }
 
     /// The uplink is gone for good: its worker ends once its queue is done.
     pub fn forget(&mut self, uplink: &str) {
         self.queues.remove(uplink);
+    }
+
+    /// At shutdown: let every queued hook run (each bounded by the timeout), so that the
+    /// down hooks of the CLATs just stopped undo what the up hooks did. Nothing new can be
+    /// fired meanwhile.
+    pub async fn finish(self) {
+        let workers: Vec<_> = self
+            .queues
+            .into_values()
+            .map(|q| {
+                drop(q.tx);
+                q.worker
+            })
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
     }
 }
 
@@ -610,6 +634,32 @@ mod tests {
         assert_eq!(o.result, HookResult::Exited(0));
         // Bits 12 and 13.
         assert_eq!(o.output, ["CapAmb:\t0000000000003000"], "{:?}", o.output);
+    }
+
+    #[tokio::test]
+    async fn finish_waits_for_the_queued_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let down = script(
+            dir.path(),
+            "down",
+            &format!(
+                "sleep 0.2; echo \"down $AUTOCLAT_UPLINK\" >> {}",
+                log.display()
+            ),
+        );
+        let mut hooks = Hooks::new(cfg(None, Some(down), 30));
+        hooks.fire(event(HookKind::Down, "eth0"));
+        hooks.fire(event(HookKind::Down, "eth1"));
+        hooks.fire(event(HookKind::Down, "eth0"));
+        hooks.finish().await;
+        let mut lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, ["down eth0", "down eth0", "down eth1"]);
     }
 
     #[tokio::test]
