@@ -990,7 +990,7 @@ fn notify_watchdog_and_hooks_with_a_running_clat() {
     );
     let notify_env = format!("NOTIFY_SOCKET={}", notify_path.display());
     let mut d = topo.start_autoclat_under(
-        &["env", &notify_env, "WATCHDOG_USEC=1000000", "--"],
+        &["env", &notify_env, "WATCHDOG_USEC=1000000"],
         &format!(
             "[hooks]\nup = \"{}\"\ndown = \"{}\"\ntimeout = 5\n",
             up.display(),

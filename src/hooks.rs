@@ -180,9 +180,8 @@ impl Hooks {
     /// At shutdown: let every queued hook run (each bounded by the timeout), so that the
     /// down hooks of the CLATs just stopped undo what the up hooks did. Nothing new can be
     /// fired meanwhile.
-    pub async fn finish(self) {
-        let workers: Vec<_> = self
-            .queues
+    pub async fn finish(&mut self) {
+        let workers: Vec<_> = std::mem::take(&mut self.queues)
             .into_values()
             .map(|q| {
                 drop(q.tx);
@@ -653,6 +652,8 @@ mod tests {
         hooks.fire(event(HookKind::Down, "eth1"));
         hooks.fire(event(HookKind::Down, "eth0"));
         hooks.finish().await;
+        // Nothing is left queued, and the runner is still usable.
+        assert!(hooks.queues.is_empty());
         let mut lines: Vec<String> = std::fs::read_to_string(&log)
             .unwrap()
             .lines()
