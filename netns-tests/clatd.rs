@@ -35,6 +35,7 @@ const CHILD_TUN_FD: RawFd = 10;
 const CHILD_RX_FD: RawFd = 11;
 const CHILD_TX_FD: RawFd = 12;
 const CHILD_GSO_FD: RawFd = 13;
+const CHILD_STATS_FD: RawFd = 14;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -103,6 +104,8 @@ struct Topology {
     run_as: Option<u32>,
     /// A GSO send socket to pass as `-g` at the next spawn.
     gso_sock: Option<OwnedFd>,
+    /// A counter page to pass as `-c` at the next spawn.
+    stats_fd: Option<OwnedFd>,
     logs: Option<mpsc::Receiver<String>>,
 }
 
@@ -142,6 +145,7 @@ impl Topology {
             child: None,
             run_as: None,
             gso_sock: None,
+            stats_fd: None,
             logs: None,
         };
         let (c, p, up) = (t.client.clone(), t.peer.clone(), t.uplink.clone());
@@ -318,6 +322,11 @@ impl Topology {
             fds.push((g.as_raw_fd(), CHILD_GSO_FD));
             cmd.args(["-g", &CHILD_GSO_FD.to_string()]);
         }
+        let stats_fd = self.stats_fd.take();
+        if let Some(f) = &stats_fd {
+            fds.push((f.as_raw_fd(), CHILD_STATS_FD));
+            cmd.args(["-c", &CHILD_STATS_FD.to_string()]);
+        }
         // SAFETY: the closure only makes async-signal-safe system calls (dup2, fcntl, setns)
         // on descriptors that stay open in the parent until spawn returns; `fds` is allocated
         // before the fork.
@@ -342,6 +351,7 @@ impl Topology {
         let mut child = cmd.spawn().unwrap();
         drop(sockets);
         drop(gso_sock);
+        drop(stats_fd);
         let stderr = child.stderr.take().unwrap();
         self.child = Some(child);
         let (tx, rx) = mpsc::channel();
@@ -1147,4 +1157,88 @@ fn iperf3_through_clatd_against_native_ipv6() {
             println!("  {l}");
         }
     }
+}
+
+/// The counters clatd keeps on the supervisor's shared page are the ones it logs at exit,
+/// translations and drops alike, read from another process without signalling clatd.
+#[test]
+fn counters_reach_the_supervisor_through_the_shared_page() {
+    require_root!();
+    use autoclat::translator::stats::StatsPage;
+    let mut t = Topology::new(PREFIX);
+    let page = StatsPage::create().unwrap();
+    t.stats_fd = Some(page.fd().try_clone_to_owned().unwrap());
+    t.spawn_clatd(None, &[]);
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 3, 56), 3);
+    // From a source that is not the CLAT's address: the translator drops it as not ours.
+    sh(&[
+        "ip",
+        "-n",
+        &client,
+        "addr",
+        "add",
+        "192.0.2.1/32",
+        "dev",
+        "lo",
+    ]);
+    let st = Command::new("ip")
+        .args(["netns", "exec", &client, "ping", "-n", "-c", "1", "-W", "1"])
+        .args(["-I", "192.0.2.1"])
+        .arg(SERVER_V4.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !st.success(),
+        "a ping from 192.0.2.1 must not be translated"
+    );
+
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    let last = logs
+        .iter()
+        .rev()
+        .find(|l| l.contains("exiting"))
+        .expect("exit line");
+    let got = page.read().expect("magic intact");
+    let c = &got.translation;
+    assert!(
+        c.v4_to_v6_packets >= 3 && c.v6_to_v4_packets >= 3,
+        "{got:?}"
+    );
+    assert!(c.dropped_not_ours >= 1, "{got:?}");
+    assert_eq!(c.v4_to_v6_packets, counter(last, "v4->v6"), "{last}");
+    assert_eq!(c.v6_to_v4_packets, counter(last, "v6->v4"), "{last}");
+    assert_eq!(c.dropped, counter(last, "dropped"), "{last}");
+    assert_eq!(c.dropped_not_ours, counter(last, "not ours"), "{last}");
+    assert_eq!(c.dropped_malformed, counter(last, "malformed"), "{last}");
+    assert_eq!(c.dropped_other, counter(last, "other"), "{last}");
+    assert_eq!(
+        c.icmp_errors_sent,
+        counter(last, "icmp errors sent"),
+        "{last}"
+    );
+    assert_eq!(got.drops().not_ours, c.dropped_not_ours);
+}
+
+/// `-c` naming something that is not a counter page: one line, exit 1, nothing translated.
+#[test]
+fn a_bad_counter_page_is_refused() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    let f = tempfile::tempfile().unwrap();
+    f.set_len(4096).unwrap();
+    t.stats_fd = Some(f.into());
+    t.spawn_clatd(None, &[]);
+    let mut child = t.child.take().unwrap();
+    let status = child.wait().unwrap();
+    let logs: Vec<String> = t.logs.take().unwrap().iter().collect();
+    assert_eq!(status.code(), Some(1), "{logs:?}");
+    let last = logs.last().unwrap();
+    assert!(
+        last.contains("-c 14: counter page: not a memfd"),
+        "{logs:?}"
+    );
 }

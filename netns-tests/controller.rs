@@ -258,6 +258,7 @@ impl Topology {
             fwmark: None,
             uplink_is_ethernet: true,
             fast_path: FastPathMode::Off,
+            stats_page: false,
         }
     }
 

@@ -915,6 +915,10 @@ fn a_deleted_tun_gets_a_new_tun_and_translator(mode: &str) {
     });
     let pid = u["pid"].as_u64().unwrap();
     assert_ne!(pid, old_pid, "{u}");
+    assert_eq!(
+        u["restarts"], 0,
+        "a repair, not a restart after a failure: {u}"
+    );
     assert!(!pid_alive(old_pid as u32), "the old translator still runs");
     assert_eq!(u["fast_path"], env.fast, "{u}");
     let link = env.topo.link(Ns::Client, "v4-up0").expect("a new v4-up0");

@@ -871,3 +871,269 @@ fn seven_uplinks_all_start() {
     }
     assert_eq!(v4s.len(), 6, "distinct CLAT IPv4 addresses: {v4s:?}");
 }
+
+/// The ambient capabilities of `config/autoclat.service` (the unit's `AmbientCapabilities=`),
+/// in setpriv's spelling.
+fn unit_ambient_capabilities() -> String {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/autoclat.service"
+    ))
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("AmbientCapabilities= in the unit");
+    line.split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The daemon as the unit runs it: not root (uid `nobody` here, `autoclat` in the package),
+/// with exactly the unit's ambient capabilities and nothing else in its bounding set. A CLAT
+/// with the eBPF fast path on starts (tun, addresses, routes, `proxy_delay` sysctl, packet
+/// sockets, BPF programs), IPv4 works through it, and SIGTERM removes everything.
+#[test]
+fn unprivileged_daemon_with_the_units_capabilities_runs_a_fast_path_clat() {
+    if skip_unless_root("unprivileged_daemon_with_the_units_capabilities_runs_a_fast_path_clat") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        echo_servers: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    let before = topo.snapshot(Ns::Client);
+    // nobody must reach the control socket's directory and read the configuration.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&topo.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let caps = std::env::var("AUTOCLAT_TEST_CAPS").unwrap_or_else(|_| unit_ambient_capabilities());
+    eprintln!("ambient capabilities: {caps}");
+    let bounding = format!("-all,{caps}");
+    // In a private mount namespace, what the unit's sandbox does to /proc/sys
+    // (ProtectKernelTunables=yes, ReadWritePaths=/proc/sys/net): read-only but for the network
+    // sysctls. And udev makes /dev/net/tun 0666 on Debian (50-udev-default.rules); where it
+    // is not (this container: 0600), the namespace gets a 0666 node of its own.
+    let tun_node = topo.dir.join("tun");
+    let shim = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+         mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net && \
+         if [ \"$(stat -c %a /dev/net/tun)\" != 666 ]; then \
+         mknod -m 0666 {n} c 10 200 && mount --bind {n} /dev/net/tun; fi && exec \"$@\"",
+        n = tun_node.display()
+    );
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &shim,
+        "sh",
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps",
+        &caps,
+        "--ambient-caps",
+        &caps,
+        "--bounding-set",
+        &bounding,
+        "--",
+    ];
+    let mut d = topo.start_autoclat_under(
+        &wrapper,
+        &format!("{REAL_CLATD}[[uplink]]\nmatch = \"up0\"\nfast_path = \"on\"\n"),
+    );
+    let u = d.wait_state("up0", "running");
+    eprintln!("unprivileged daemon: {u}");
+    assert_eq!(u["fast_path"], true, "{u}");
+    let pid = d.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+    // `ip netns exec` execs unshare, sh, setpriv and autoclat in turn: the same pid.
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "the daemon is not running as nobody: {uid_line}"
+    );
+    // The sysctl the daemon writes through the read-only /proc/sys's writable net part.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &topo.cli, "cat"])
+        .arg("/proc/sys/net/ipv6/neigh/up0/proxy_delay")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "proxy_delay"
+    );
+    let server = IpAddr::V4(SERVER4);
+    assert!(
+        wait_until(WAIT, || ping(&topo.cli, server, Duration::from_secs(1))),
+        "no ping reply from {server} through the CLAT"
+    );
+    let echo = wait_for(WAIT, "TCP echo through the fast path", || {
+        tcp_echo(
+            &topo.cli,
+            (SERVER4, 7).into(),
+            b"least privilege".to_vec(),
+            Duration::from_secs(5),
+        )
+        .ok()
+    });
+    assert_eq!(echo, b"least privilege");
+    d.sigterm();
+    let st = d.wait_exit(WAIT).expect("autoclat did not exit on SIGTERM");
+    assert!(st.success(), "autoclat exited {st} on SIGTERM");
+    assert_same_snapshot(
+        &before,
+        &topo.snapshot(Ns::Client),
+        "after SIGTERM of the unprivileged daemon",
+    );
+}
+
+/// Issue 10 end to end: under a (stand-in) service manager the daemon sends `READY=1`,
+/// `STATUS=` with the summary, `WATCHDOG=1` at half of `WATCHDOG_USEC`; the up hook runs with
+/// the CLAT's environment and, while it sleeps, `status` still answers; the hook is killed at
+/// its timeout; taking the uplink down runs the down hook; SIGTERM sends `STOPPING=1`.
+#[test]
+fn notify_watchdog_and_hooks_with_a_running_clat() {
+    if skip_unless_root("notify_watchdog_and_hooks_with_a_running_clat") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixDatagram;
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let dir = topo.dir.clone();
+    let notify_path = dir.join("notify.sock");
+    let manager = UnixDatagram::bind(&notify_path).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let messages = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match manager.recv(&mut buf) {
+                    Ok(n) => messages
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    let got = |m: &str| messages.lock().unwrap().iter().filter(|x| *x == m).count();
+    let script = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let up = script(
+        "up",
+        &format!(
+            "env | grep '^AUTOCLAT_' | sort > {d}/up.env; echo $$ > {d}/up.pid; exec sleep 60",
+            d = dir.display()
+        ),
+    );
+    let down = script(
+        "down",
+        &format!(
+            "env | grep '^AUTOCLAT_' | sort > {}/down.env",
+            dir.display()
+        ),
+    );
+    let notify_env = format!("NOTIFY_SOCKET={}", notify_path.display());
+    let mut d = topo.start_autoclat_under(
+        &["env", &notify_env, "WATCHDOG_USEC=1000000"],
+        &format!(
+            "[hooks]\nup = \"{}\"\ndown = \"{}\"\ntimeout = 5\n",
+            up.display(),
+            down.display()
+        ),
+    );
+    let u = d.wait_state("up0", "running");
+    assert!(
+        wait_until(WAIT, || got("READY=1") == 1),
+        "no READY=1: {:?}",
+        messages.lock().unwrap()
+    );
+    assert!(
+        wait_until(WAIT, || messages.lock().unwrap().iter().any(|m| m
+            .starts_with("STATUS=")
+            && m.contains("1 CLAT running (up0)"))),
+        "no STATUS= summary: {:?}",
+        messages.lock().unwrap()
+    );
+    assert!(
+        wait_until(WAIT, || got("WATCHDOG=1") >= 3),
+        "no WATCHDOG=1 every 0.5 s: {:?}",
+        messages.lock().unwrap()
+    );
+    // The up hook: its environment names this CLAT, and while it sleeps status answers.
+    let env = wait_for(WAIT, "the up hook", || {
+        std::fs::read_to_string(dir.join("up.env")).ok()
+    });
+    for (k, v) in [
+        ("AUTOCLAT_EVENT", "up".to_string()),
+        ("AUTOCLAT_UPLINK", "up0".to_string()),
+        ("AUTOCLAT_TUN", u["v4_iface"].as_str().unwrap().to_string()),
+        ("AUTOCLAT_V4", u["v4"].as_str().unwrap().to_string()),
+        ("AUTOCLAT_V6", u["v6"].as_str().unwrap().to_string()),
+        ("AUTOCLAT_PREFIX", u["prefix"].as_str().unwrap().to_string()),
+        (
+            "AUTOCLAT_PREFIX_SOURCE",
+            u["prefix_source"].as_str().unwrap().to_string(),
+        ),
+    ] {
+        assert!(
+            env.lines().any(|l| l == format!("{k}={v}")),
+            "{k}={v} in {env}"
+        );
+    }
+    let hook_pid: u32 = wait_for(WAIT, "the up hook's pid", || {
+        std::fs::read_to_string(dir.join("up.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    assert!(pid_alive(hook_pid), "the up hook should still sleep");
+    let st = d.status_json();
+    assert!(
+        pid_alive(hook_pid),
+        "status answered only after the hook ended"
+    );
+    assert!(st["uplinks"].as_array().is_some());
+    // Killed at its 5 s timeout (not after its 60 s), and logged.
+    assert!(
+        wait_until(WAIT, || !pid_alive(hook_pid)),
+        "the hanging hook was not killed"
+    );
+    assert!(
+        wait_until(WAIT, || d.log_text().contains("killed")),
+        "the kill is not logged"
+    );
+    // Down hook when the CLAT stops.
+    topo.exec_ok(Ns::Client, &["ip", "link", "set", "up0", "down"]);
+    let env = wait_for(WAIT, "the down hook", || {
+        std::fs::read_to_string(dir.join("down.env")).ok()
+    });
+    assert!(env.contains("AUTOCLAT_EVENT=down"), "{env}");
+    assert!(env.contains("AUTOCLAT_UPLINK=up0"), "{env}");
+    d.sigterm();
+    let st = d.wait_exit(WAIT).expect("autoclat did not exit on SIGTERM");
+    assert!(st.success());
+    assert!(
+        wait_until(WAIT, || got("STOPPING=1") == 1),
+        "no STOPPING=1: {:?}",
+        messages.lock().unwrap()
+    );
+}

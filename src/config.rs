@@ -24,6 +24,32 @@ pub struct Config {
     /// Rules, first match wins; no rule matching = [`UplinkRule::default`] applies.
     #[serde(rename = "uplink")]
     pub uplinks: Vec<UplinkRule>,
+    pub hooks: HooksConfig,
+}
+
+/// `[hooks]`: scripts run when a CLAT starts or stops ([`crate::hooks`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    /// Run after a CLAT has started; an absolute path (checked while parsing).
+    #[serde(deserialize_with = "de_hook_path")]
+    pub up: Option<String>,
+    /// Run after a CLAT has stopped.
+    #[serde(deserialize_with = "de_hook_path")]
+    pub down: Option<String>,
+    /// Seconds a hook may run before it is killed: 1..=3600.
+    #[serde(deserialize_with = "de_hook_timeout")]
+    pub timeout: u32,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            up: None,
+            down: None,
+            timeout: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +277,13 @@ fn enum_words(key: &str) -> Option<&'static str> {
 /// serde's words for TOML's things.
 fn friendlier(message: &str) -> String {
     let mut m = message.replace("expected a sequence", "expected an array");
-    for name in ["DaemonConfig", "DiscoveryConfig", "UplinkRule", "Config"] {
+    for name in [
+        "DaemonConfig",
+        "DiscoveryConfig",
+        "UplinkRule",
+        "HooksConfig",
+        "Config",
+    ] {
         m = m.replace(&format!("expected struct {name}"), "expected a table");
     }
     m.replace("invalid type: map", "invalid type: table")
@@ -322,6 +354,29 @@ fn de_metric<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         }
     }
     d.deserialize_i64(Metric)
+}
+
+fn de_hook_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    if !s.starts_with('/') {
+        return Err(D::Error::custom(format!(
+            "`{s}` is not an absolute path (hooks are run without a shell or search path, \
+             e.g. \"/etc/autoclat/hooks/up\")"
+        )));
+    }
+    Ok(Some(s))
+}
+
+fn de_hook_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let n = i64::deserialize(d)?;
+    match u32::try_from(n) {
+        Ok(t) if (1..=3600).contains(&t) => Ok(t),
+        _ => Err(D::Error::custom(format!(
+            "{n} is out of range: expected a number of seconds from 1 to 3600"
+        ))),
+    }
 }
 
 fn de_dns_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<std::net::IpAddr>, D::Error> {
@@ -395,6 +450,18 @@ impl Config {
                 "# dns_servers empty: RDNSS learnt on the uplink, then /etc/resolv.conf\n",
             );
         }
+
+        out.push_str("\n[hooks]\n");
+        let h = &self.hooks;
+        for (key, path) in [("up", &h.up), ("down", &h.down)] {
+            match path {
+                Some(p) => push_kv(&mut out, key, &toml_str(p)),
+                None => {
+                    let _ = writeln!(out, "# {key} unset: nothing runs");
+                }
+            }
+        }
+        push_kv(&mut out, "timeout", &h.timeout.to_string());
 
         for rule in &self.uplinks {
             out.push_str("\n[[uplink]]\n");

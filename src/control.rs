@@ -22,11 +22,15 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The daemon is not reachable.
-    #[error("cannot reach the autoclat daemon at {path}: {source} (is `autoclat run` running?)")]
+    /// The daemon is not reachable. (The OS error is part of the message and deliberately not
+    /// a `source`, so that a printed cause chain does not repeat it.)
+    #[error(
+        "cannot reach the autoclat daemon at {path}: {error}; is `autoclat run` running \
+         (`systemctl status autoclat`), and is this its control socket (--socket)?"
+    )]
     Connect {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Reading or writing failed.
     #[error("control socket I/O: {0}")]
@@ -66,6 +70,46 @@ pub struct DirCounters {
 pub struct ClatCounters {
     pub translator: DirCounters,
     pub fast_path: DirCounters,
+    /// The translator's own drop counters, by reason; null when the daemon could not read
+    /// them (an older translator, or a `clatd_path` that does not share its counters).
+    #[serde(default)]
+    pub translator_drops: Option<TranslatorDrops>,
+}
+
+/// Packets the userspace translator dropped, by reason (from its shared counter page,
+/// [`crate::translator::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranslatorDrops {
+    /// Not between the CLAT addresses and the NAT64 prefix.
+    pub not_ours: u64,
+    /// Malformed packets.
+    pub malformed: u64,
+    /// Unsupported, too big, source-routed or TTL exceeded.
+    pub other: u64,
+    /// Received packets larger than a receive slot.
+    pub truncated: u64,
+    /// Translated packets whose offload metadata could not be honoured.
+    pub offload_error: u64,
+    /// IPv6 packets the kernel refused, or that found the send queue full.
+    pub send_error: u64,
+    /// IPv4 packets the tun refused.
+    pub tun_write_error: u64,
+}
+
+impl TranslatorDrops {
+    /// Each reason with its count, in a fixed order; the names are the `reason` label of
+    /// `autoclat_translator_dropped_packets_total`.
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+        [
+            ("not_ours", self.not_ours),
+            ("malformed", self.malformed),
+            ("other", self.other),
+            ("truncated", self.truncated),
+            ("offload_error", self.offload_error),
+            ("send_error", self.send_error),
+            ("tun_write_error", self.tun_write_error),
+        ]
+    }
 }
 
 /// One line of `autoclat status`.
@@ -86,7 +130,8 @@ pub struct UplinkStatus {
     pub route_metric: Option<u32>,
     pub pid: Option<i32>,
     pub restarts: u32,
-    /// Pieces of this uplink's CLATs put back after someone else removed or changed them.
+    /// How many times the daemon repaired a piece of the running CLAT (an address, route or
+    /// program removed by someone else) without restarting it.
     #[serde(default)]
     pub repairs: u32,
     /// Whether the eBPF fast path is attached.
@@ -141,8 +186,10 @@ impl UplinkStatus {
             line.push_str(&format!(" pid={pid}"));
         }
         if self.state != UplinkState::Disabled {
-            line.push_str(&format!(" restarts={}", self.restarts));
-            line.push_str(&format!(" repairs={}", self.repairs));
+            line.push_str(&format!(
+                " restarts={} repairs={}",
+                self.restarts, self.repairs
+            ));
             line.push_str(if self.fast_path {
                 " fastpath=on"
             } else {
@@ -265,9 +312,9 @@ async fn answer(stream: UnixStream, tx: mpsc::Sender<ControlRequest>) -> Result<
 pub async fn request_status(path: &Path) -> Result<StatusReport, ControlError> {
     let stream = UnixStream::connect(path)
         .await
-        .map_err(|source| ControlError::Connect {
+        .map_err(|error| ControlError::Connect {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let (rd, mut wr) = stream.into_split();
     wr.write_all(b"status\n").await?;

@@ -42,8 +42,12 @@ enum Command {
     /// Show every uplink the daemon knows: state, reason, prefix, addresses, translator, counters.
     Status {
         /// Print one JSON object ({"uplinks": [...]}) instead of one line per uplink.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print Prometheus metrics (text exposition format 0.0.4), e.g. for node_exporter's
+        /// textfile collector.
+        #[arg(long)]
+        prometheus: bool,
         /// The daemon's control socket [default: daemon.control_socket of the configuration,
         /// /run/autoclat/control.sock].
         #[arg(long, value_name = "PATH")]
@@ -65,6 +69,12 @@ enum Command {
         /// Use this configuration (for a static nat64_prefix and discovery.dns_servers).
         #[arg(long, short = 'c', value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory (created): man/*.8 and completions/{autoclat.bash,_autoclat,autoclat.fish}.
+        dir: PathBuf,
     },
 }
 
@@ -116,7 +126,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }))?;
             Ok(())
         }
-        Command::Status { json, socket } => {
+        Command::Status {
+            json,
+            prometheus,
+            socket,
+        } => {
             let socket = socket.unwrap_or_else(|| {
                 // The socket path of the config the daemon most likely runs with.
                 load_run_config(None)
@@ -127,6 +141,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let report = rt.block_on(autoclat::control::request_status(&socket))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if prometheus {
+                print!("{}", autoclat::metrics::render(&report));
             } else if report.uplinks.is_empty() {
                 println!("no interfaces known yet");
             } else {
@@ -140,6 +156,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             let config = read_config(&path)?;
             print!("{}", config.effective());
             eprintln!("{}: configuration is valid", path.display());
+            Ok(())
+        }
+        Command::GenerateAssets { dir } => {
+            generate_assets(&dir)
+                .with_context(|| format!("cannot write assets into {}", dir.display()))?;
             Ok(())
         }
         Command::Discover { iface, dns, config } => {
@@ -197,14 +218,82 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .context("cannot start the async runtime")?)
 }
 
+/// Logs go to stderr, without colour escapes unless stderr is a terminal; with the text
+/// format under systemd (stderr is the journal stream), natively to journald with one field
+/// per event field (`UPLINK=eth0`), falling back to stderr when journald is unreachable.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let mut journal_error = None;
+    if format == LogFormat::Text && autoclat::journal::journal_stream_is_stderr() {
+        match autoclat::journal::JournalLayer::connect(
+            Path::new(autoclat::journal::JOURNAL_SOCKET),
+            "autoclat",
+        ) {
+            Ok(layer) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .init();
+                return;
+            }
+            Err(e) => journal_error = Some(e),
+        }
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    if let Some(e) = journal_error {
+        tracing::warn!("cannot log to journald ({e}); logging to stderr");
+    }
+}
+
+/// Man pages (section 8) of `autoclat`, its subcommands and `clatd`, and shell completions of
+/// `autoclat`, generated from the clap definitions.
+fn generate_assets(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    let comp = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&comp)?;
+    let render = |cmd: clap::Command, file: &str| -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .manual("System Administration")
+            .source(format!("autoclat {}", env!("CARGO_PKG_VERSION")))
+            .render(&mut buf)?;
+        std::fs::write(man.join(file), buf)?;
+        Ok(())
+    };
+    let cmd = Cli::command();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("autoclat-{}", sub.get_name());
+        render(sub.clone().name(name.clone()), &format!("{name}.8"))?;
+    }
+    render(cmd, "autoclat.8")?;
+    render(
+        autoclat::translator::ClatdArgs::command().version(env!("CARGO_PKG_VERSION")),
+        "clatd.8",
+    )?;
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "autoclat"),
+        (clap_complete::Shell::Zsh, "_autoclat"),
+        (clap_complete::Shell::Fish, "autoclat.fish"),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "autoclat", &mut buf);
+        std::fs::write(comp.join(file), buf)?;
+    }
+    Ok(())
 }

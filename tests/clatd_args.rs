@@ -137,8 +137,14 @@ fn validation() {
     let mut a = ok.clone();
     a.rx_fd = Some(7);
     assert_eq!(a.validate(), Err(ArgsError::SameFd('t', 'r', 7)));
-    let mut a = ok;
+    let mut a = ok.clone();
     a.rx_fd = Some(8);
     a.tx_fd = Some(8);
     assert_eq!(a.validate(), Err(ArgsError::SameFd('r', 'w', 8)));
+    let mut a = ok.clone();
+    a.stats_fd = Some(7);
+    assert_eq!(a.validate(), Err(ArgsError::SameFd('t', 'c', 7)));
+    let mut a = ok;
+    a.stats_fd = Some(9);
+    assert_eq!(a.validate(), Ok(()));
 }

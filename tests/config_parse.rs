@@ -92,6 +92,10 @@ fn shipped_default_file_examples_parse_when_uncommented() {
     let uncommented: String = DEFAULT_CONFIG_TOML
         .lines()
         .filter_map(|l| {
+            // Real section headers, so that each example lands in its table.
+            if l.starts_with('[') {
+                return Some(format!("{l}\n"));
+            }
             let body = l.strip_prefix("# ")?;
             let looks_like_toml = body.starts_with("[[uplink]]")
                 || body
@@ -102,6 +106,8 @@ fn shipped_default_file_examples_parse_when_uncommented() {
         .collect();
     let c = ok(&uncommented);
     assert!(c.uplinks.len() >= 4, "{uncommented}");
+    assert_eq!(c.hooks.up.as_deref(), Some("/etc/autoclat/hooks/up"));
+    assert_eq!(c.hooks.down.as_deref(), Some("/etc/autoclat/hooks/down"));
     // The first example is the documented defaults plus a static prefix.
     let expected = UplinkRule {
         nat64_prefix: Some(prefix("2001:db8:64::/96")),
@@ -605,4 +611,66 @@ enable = false
         "defaults spelt out in rules:\n{text}"
     );
     assert_eq!(text.matches("\n[[uplink]]\n").count(), 2, "{text}");
+}
+
+#[test]
+fn hooks_section() {
+    use autoclat::config::HooksConfig;
+    assert_eq!(
+        Config::default().hooks,
+        HooksConfig {
+            up: None,
+            down: None,
+            timeout: 10
+        }
+    );
+    let c = ok(
+        "[hooks]\nup = \"/etc/autoclat/up\"\ndown = \"/usr/local/bin/clat down\"\ntimeout = 3600\n",
+    );
+    assert_eq!(c.hooks.up.as_deref(), Some("/etc/autoclat/up"));
+    assert_eq!(c.hooks.down.as_deref(), Some("/usr/local/bin/clat down"));
+    assert_eq!(c.hooks.timeout, 3600);
+    assert_eq!(ok("[hooks]\ntimeout = 1\n").hooks.timeout, 1);
+    assert_err(
+        "[hooks]\nup = \"up.sh\"\n",
+        2,
+        6,
+        &["`up`", "`up.sh` is not an absolute path"],
+    );
+    assert_err(
+        "[hooks]\ntimeout = 0\n",
+        2,
+        11,
+        &["`timeout`", "0 is out of range", "1 to 3600"],
+    );
+    assert_err(
+        "[hooks]\ntimeout = 3601\n",
+        2,
+        11,
+        &["3601 is out of range"],
+    );
+    assert_err(
+        "[hooks]\ntimeout = \"10s\"\n",
+        2,
+        11,
+        &["`timeout`", "invalid type"],
+    );
+    assert_err(
+        "[hooks]\nscript_up = \"/x\"\n",
+        2,
+        1,
+        &["unknown field `script_up`", "`up`, `down`, `timeout`"],
+    );
+    // The effective policy spells the section out and reads back.
+    let text = c.effective();
+    assert!(
+        text.contains("[hooks]\nup = \"/etc/autoclat/up\"\n"),
+        "{text}"
+    );
+    assert!(text.contains("timeout = 3600\n"), "{text}");
+    assert_eq!(ok(&text), c);
+    let text = Config::default().effective();
+    assert!(text.contains("# up unset: nothing runs\n"), "{text}");
+    assert!(text.contains("timeout = 10\n"), "{text}");
+    assert_eq!(ok(&text), Config::default());
 }

@@ -1,6 +1,6 @@
 //! `clatd`: the 464XLAT translator for one uplink, compatible with Android clatd's flags.
 //!
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD]`
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD]`
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on bad flags. Every failure
 //! is one line on stderr.
@@ -17,6 +17,7 @@ use autoclat::translator::run::signal_fd;
 use autoclat::translator::run::GsoSend;
 use autoclat::translator::sockets::has_vnet_hdr;
 use autoclat::translator::sockets::{bind_tx_source, socket_kind};
+use autoclat::translator::stats::StatsPage;
 use autoclat::translator::tun::{is_open, set_cloexec, set_nonblocking};
 use autoclat::translator::{
     check_tun, open_gso_tx, open_rx, open_tx, ClatdArgs, Exit, Fds, IoLoop,
@@ -313,7 +314,25 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         if gso.is_some() { ", GSO sends" } else { "" },
     );
 
+    // The counter page: mapped now, before the loop (and any syscall filter) starts.
+    let stats = match args.stats_fd {
+        Some(fd) => {
+            if !is_open(fd) {
+                bail!("-c {fd}: not an open descriptor");
+            }
+            set_cloexec(fd).with_context(|| format!("-c {fd}"))?;
+            // SAFETY: the number came from our command line as a descriptor handed to us, it
+            // is open, and nothing else in this process owns it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            Some(StatsPage::open(owned).map_err(|e| anyhow!("-c {fd}: {e}"))?)
+        }
+        None => None,
+    };
+
     let mut io_loop = IoLoop::new(Translator::new(cfg));
+    if let Some(page) = stats {
+        io_loop.set_stats(page);
+    }
     let gso_on = gso.is_some();
     if let Some(g) = gso {
         io_loop.set_gso(g);

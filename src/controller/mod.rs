@@ -24,7 +24,7 @@ pub mod spawn;
 pub mod tun;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +81,9 @@ pub struct ClatSpec {
     pub fwmark: Option<u32>,
     /// The eBPF fast path: `On` fails the start if it cannot attach.
     pub fast_path: FastPathMode,
+    /// Hand the translator a shared counter page (`-c`): only the bundled `clatd` knows the
+    /// flag (Android's would refuse it).
+    pub stats_page: bool,
 }
 
 impl ClatSpec {
@@ -240,6 +243,8 @@ pub struct Clat {
     fast_path_reason: Option<String>,
     sockets: Option<Sockets>,
     child: Option<ChildWatch>,
+    /// The running translator's counter page (a fresh one per spawn).
+    stats: Option<crate::translator::stats::StatsPage>,
     address: bool,
     up: bool,
     route: bool,
@@ -256,6 +261,7 @@ impl Clat {
             fast_path_reason: None,
             sockets: None,
             child: None,
+            stats: None,
             address: false,
             up: false,
             route: false,
@@ -286,6 +292,14 @@ impl Clat {
                 .map_err(|e| ControllerError::step(format!("wait for {}", self.spec.argv0()), e)),
             None => std::future::pending().await,
         }
+    }
+
+    /// The running translator's drop counters, from its counter page (none without one).
+    pub fn translator_drops(&self) -> Option<crate::control::TranslatorDrops> {
+        self.stats
+            .as_ref()
+            .and_then(crate::translator::stats::StatsPage::read)
+            .map(|s| s.drops())
     }
 
     /// Whether the eBPF fast path translates for this CLAT.
@@ -561,10 +575,24 @@ impl Controller {
             .as_ref()
             .ok_or_else(|| refused("the sockets are closed"))?;
         let err = |e: SpawnError| ControllerError::step(&step, e);
-        let mut handed: Vec<(&OwnedFd, &'static str)> =
-            vec![(&sockets.rx, "-r"), (&sockets.tx, "-w")];
+        let stats = if clat.spec.stats_page {
+            match crate::translator::stats::StatsPage::create() {
+                Ok(page) => Some(page),
+                Err(e) => {
+                    tracing::warn!(uplink = %clat.spec.uplink, "no counter page for the translator: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut handed: Vec<(BorrowedFd<'_>, &'static str)> =
+            vec![(sockets.rx.as_fd(), "-r"), (sockets.tx.as_fd(), "-w")];
         if let Some(gso) = &sockets.gso {
-            handed.push((gso, "-g"));
+            handed.push((gso.as_fd(), "-g"));
+        }
+        if let Some(page) = &stats {
+            handed.push((page.fd(), "-c"));
         }
         let tun_slot = ReservedFd::new().map_err(err)?;
         let mut slots = Vec::with_capacity(handed.len());
@@ -587,17 +615,19 @@ impl Controller {
         );
         let mut fds = vec![(tun.fd.as_fd(), tun_slot.number())];
         for ((fd, _), slot) in handed.iter().zip(&slots) {
-            fds.push((fd.as_fd(), slot.number()));
+            fds.push((*fd, slot.number()));
         }
         let pid =
             spawn::spawn_translator(&clat.spec.clatd_path, &argv0, &args, &fds).map_err(err)?;
         // The numbers only had to be free until the child's dup2s ran.
         drop(fds);
+        drop(handed);
         drop(slots);
         drop(tun_slot);
         match ChildWatch::new(pid) {
             Ok(watch) => {
                 clat.child = Some(watch);
+                clat.stats = stats;
                 tracing::info!(pid = pid.as_raw(), argv0 = %argv0, args = %args.join(" "), "translator spawned");
                 Ok(())
             }
@@ -686,7 +716,14 @@ impl Controller {
         pieces: &[Piece],
     ) -> Result<Vec<String>, ControllerError> {
         let mut done = Vec::new();
-        if pieces.contains(&Piece::Tun) {
+        // The kernel reports a deleted tun as down, without its address and route, a moment
+        // before it reports it gone: whatever was asked, a tun that is gone is rebuilt.
+        let tun_gone = clat.tun_ifindex() == 0
+            || matches!(
+                netconf::get_link(&self.handle, clat.tun_ifindex()).await,
+                Err(e) if e.is_already_gone()
+            );
+        if pieces.contains(&Piece::Tun) || tun_gone {
             self.rebuild_tun(clat).await?;
             done.push(format!(
                 "new {} (index {}) with a new translator (pid {})",

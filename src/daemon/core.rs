@@ -404,6 +404,7 @@ impl Core {
                 match result {
                     Ok(started) => {
                         let respawned = started.pid != clat.started.pid;
+                        let new_tun = started.tun_ifindex != clat.started.tun_ifindex;
                         clat.started = started;
                         if respawned {
                             self.generation += 1;
@@ -419,7 +420,7 @@ impl Core {
                                 clat.programs_missing = false;
                             }
                         }
-                        let renewed: &[Piece] = if pieces.contains(&Piece::Tun) {
+                        let renewed: &[Piece] = if new_tun || pieces.contains(&Piece::Tun) {
                             &OBSERVED
                         } else {
                             &pieces

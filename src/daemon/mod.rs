@@ -89,6 +89,11 @@ struct Daemon {
     handle: rtnetlink::Handle,
     events: mpsc::Sender<Event>,
     resolv_conf: Vec<crate::discovery::resolvconf::Nameserver>,
+    hooks: crate::hooks::Hooks,
+    /// Where each running CLAT's prefix came from (for the hooks' environment).
+    sources: BTreeMap<u32, crate::discovery::PrefixSource>,
+    /// The watcher's first dump has been applied (systemd readiness waits for it).
+    dumped: bool,
 }
 
 /// Run the daemon until SIGTERM or SIGINT; then stop every CLAT and return.
@@ -152,8 +157,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         clats: BTreeMap::new(),
         events: events_tx,
         resolv_conf: crate::discovery::resolvconf::read_system_nameservers(),
+        hooks: crate::hooks::Hooks::new(opts.config.hooks.clone()),
+        sources: BTreeMap::new(),
+        dumped: false,
         opts,
     };
+    // systemd (Type=notify): READY=1 once the first dump is in and every uplink has a first
+    // decision, STATUS= when the summary changes, WATCHDOG=1 from this loop, STOPPING=1.
+    let mut notifier = crate::notify::Notifier::from_env();
+    let mut watchdog = notifier
+        .as_ref()
+        .and_then(|n| n.watchdog_interval())
+        .map(tokio::time::interval);
+    let mut ready_sent = false;
     daemon.clean_leftovers().await;
     tracing::info!(
         dry_run = daemon.opts.dry_run,
@@ -192,6 +208,17 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 continue;
             }
             _ = sleep => {}
+            _ = async {
+                match watchdog.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if let Some(Err(e)) = notifier.as_ref().map(|n| n.watchdog()) {
+                    tracing::debug!("sd_notify WATCHDOG: {e}");
+                }
+                continue;
+            }
         }
         // Drain what else is queued before the pass, so a burst of netlink events (a link
         // coming up brings a dozen) costs one pass.
@@ -207,8 +234,28 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             break Err(DaemonError::Watch(msg));
         }
         daemon.pass().await;
+        if let Some(n) = notifier.as_mut() {
+            let report = daemon
+                .core
+                .status(&daemon.inventory, std::time::Instant::now());
+            if !ready_sent && daemon.dumped {
+                if let Err(e) = n.ready() {
+                    tracing::debug!("sd_notify READY: {e}");
+                }
+                ready_sent = true;
+            }
+            let summary = crate::notify::status_summary(&StatusReport { uplinks: report });
+            if let Err(e) = n.status(&summary) {
+                tracing::debug!("sd_notify STATUS: {e}");
+            }
+        }
     };
+    if let Some(Err(e)) = notifier.as_ref().map(|n| n.stopping()) {
+        tracing::debug!("sd_notify STOPPING: {e}");
+    }
     daemon.stop_all().await;
+    // The down hooks run to their end (each bounded by its timeout) before we exit.
+    daemon.hooks.finish().await;
     let _ = std::fs::remove_file(&listener_path);
     result
 }
@@ -218,6 +265,7 @@ impl Daemon {
         let now = std::time::Instant::now();
         match ev {
             Event::Net(ev) => {
+                self.dumped |= matches!(ev, NetEvent::Resync(_));
                 self.inventory.apply(ev, now);
             }
             Event::WatchFailed(_) => {}
@@ -329,6 +377,7 @@ impl Daemon {
                     clatd_path: self.opts.clatd_path.clone(),
                     fwmark: None,
                     fast_path: plan.fast_path,
+                    stats_page: self.opts.config.daemon.clatd_path.is_empty(),
                 };
                 let result = match self.controller.start(spec).await {
                     Ok(clat) => {
@@ -353,12 +402,21 @@ impl Daemon {
                     std::time::Instant::now(),
                 );
                 if ok {
+                    self.sources.insert(ifindex, plan.prefix_source);
                     self.watch_child(ifindex);
+                    if let Some(ev) = self.hook_event(crate::hooks::HookKind::Up, ifindex) {
+                        self.hooks.fire(ev);
+                    }
                 }
             }
             Action::Stop { ifindex, why } => {
+                let ev = self.hook_event(crate::hooks::HookKind::Down, ifindex);
                 if let Some(clat) = self.clats.remove(&ifindex) {
                     stop_clat(&self.controller, clat, &why).await;
+                }
+                // After the stop: the hook sees the system without this CLAT.
+                if let Some(ev) = ev {
+                    self.hooks.fire(ev);
                 }
             }
             Action::Repair { ifindex, pieces } => {
@@ -395,6 +453,24 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// What the up or down hook of the CLAT on `ifindex` is told.
+    fn hook_event(
+        &self,
+        kind: crate::hooks::HookKind,
+        ifindex: u32,
+    ) -> Option<crate::hooks::HookEvent> {
+        let clat = self.clats.get(&ifindex)?;
+        Some(crate::hooks::HookEvent {
+            event: kind,
+            uplink: clat.spec.uplink.clone(),
+            v4: Some(clat.spec.v4),
+            v6: Some(clat.spec.v6),
+            prefix: Some(clat.spec.prefix.to_string()),
+            prefix_source: self.sources.get(&ifindex).copied(),
+            tun: Some(clat.spec.tun_name.clone()),
+        })
     }
 
     /// Report the child's exit to the loop, without polling: a second pidfd of our own becomes
@@ -466,6 +542,11 @@ impl Daemon {
     /// 5.3 s one after the other, 4.7 s so; the rest is the kernel removing each tun and
     /// detaching each program, serialised there).
     async fn stop_all(&mut self) {
+        let downs: Vec<_> = self
+            .clats
+            .keys()
+            .filter_map(|i| self.hook_event(crate::hooks::HookKind::Down, *i))
+            .collect();
         let clats = std::mem::take(&mut self.clats);
         let controller = &self.controller;
         futures::future::join_all(
@@ -474,6 +555,9 @@ impl Daemon {
                 .map(|clat| stop_clat(controller, clat, "daemon stopping")),
         )
         .await;
+        for ev in downs {
+            self.hooks.fire(ev);
+        }
     }
 
     async fn status(&self) -> StatusReport {
@@ -484,6 +568,7 @@ impl Daemon {
             };
             let fp = clat.fast_path_counters();
             u.counters = ClatCounters {
+                translator_drops: clat.translator_drops(),
                 translator: self.tun_counters(clat.tun_ifindex()).await,
                 fast_path: DirCounters {
                     v4_to_v6_packets: fp.v4_to_v6_packets,

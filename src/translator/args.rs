@@ -1,5 +1,5 @@
 //! `clatd`'s command line, compatible with Android's clatd:
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD]`.
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD]`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
@@ -47,6 +47,10 @@ pub struct ClatdArgs {
     /// super-packets from a virtio-header tun unsegmented (opened by the supervisor).
     #[arg(short = 'g', value_name = "GSOFD", value_parser = parse_fd)]
     pub gso_fd: Option<RawFd>,
+    /// An inherited counter page (a sealed memfd made by the supervisor) on which the
+    /// translator keeps its counters for `autoclat status`.
+    #[arg(short = 'c', value_name = "STATSFD", value_parser = parse_fd)]
+    pub stats_fd: Option<RawFd>,
 }
 
 /// A combination of flags that parses but makes no sense.
@@ -94,6 +98,7 @@ impl ClatdArgs {
             ('r', self.rx_fd),
             ('w', self.tx_fd),
             ('g', self.gso_fd),
+            ('c', self.stats_fd),
         ];
         for (i, (a, fa)) in fds.iter().enumerate() {
             for (b, fb) in &fds[i + 1..] {

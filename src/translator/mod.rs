@@ -8,6 +8,7 @@ pub mod filter;
 pub mod neigh;
 pub mod run;
 pub mod sockets;
+pub mod stats;
 pub mod tun;
 
 pub use args::{ArgsError, ClatdArgs};

@@ -184,6 +184,8 @@ pub struct IoLoop {
     gso: Option<GsoSend>,
     tun_err_log: Throttle,
     rx_err_log: Throttle,
+    /// The page the supervisor reads our counters from (`clatd -c`).
+    stats: Option<super::stats::StatsPage>,
 }
 
 impl std::fmt::Debug for IoLoop {
@@ -217,12 +219,19 @@ impl IoLoop {
             gso: None,
             tun_err_log: Throttle::default(),
             rx_err_log: Throttle::default(),
+            stats: None,
         }
     }
 
     /// Send TCP super-packets whole on the GSO socket ([`Fds::gso`]).
     pub fn set_gso(&mut self, gso: GsoSend) {
         self.gso = Some(gso);
+    }
+
+    /// Publish the counters on `page` after every pass of the loop (and at once).
+    pub fn set_stats(&mut self, page: super::stats::StatsPage) {
+        page.publish(self.translator.counters(), &self.io);
+        self.stats = Some(page);
     }
 
     /// The translation counters.
@@ -337,6 +346,9 @@ impl IoLoop {
             }
             if pfd[1].revents != 0 {
                 more |= self.tun_to_uplink(fds)?;
+            }
+            if let Some(page) = &self.stats {
+                page.publish(self.translator.counters(), &self.io);
             }
         }
     }
