@@ -1,5 +1,5 @@
 //! End-to-end tests: the daemon `autoclat run` with the real `clatd` (and the eBPF fast path when
-//! asked) in the netns topology of DESIGN §4, tayga as the NAT64, real traffic from the client
+//! asked) in the netns topology (netns-tests/README.md), tayga as the NAT64, real traffic from the client
 //! namespace to the IPv4-only server 198.51.100.10. Every test runs twice, with
 //! `fast_path = "off"` and `fast_path = "on"` (module `<test>::fast_path_off` / `fast_path_on`),
 //! and ends by stopping the daemon with SIGTERM and checking it left nothing on the uplink.

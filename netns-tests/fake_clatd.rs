@@ -1,4 +1,4 @@
-//! A fake translator for the netns tests: it takes the place of `clatd` (DESIGN §3,
+//! A fake translator for the netns tests: it takes the place of `clatd` (README "The translator",
 //! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r FD] [-w FD]`)
 //! and checks what the supervisor handed it instead of translating:
 //! - the flags parse, and the addresses and prefix are well-formed;

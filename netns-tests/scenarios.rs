@@ -1,5 +1,5 @@
-//! Scenario tests of the autoclat daemon in the netns topology (DESIGN §4), against its
-//! command-line contract (DESIGN §3): `autoclat run --config`, `autoclat status --json`,
+//! Scenario tests of the autoclat daemon in the netns topology (netns-tests/README.md), against its
+//! command-line contract (README "Operation"): `autoclat run --config`, `autoclat status --json`,
 //! `autoclat check-config`. The translator is the fake `fake_clatd` unless a test asks for the
 //! real one. Root only; they skip otherwise. Tests wait for states with generous bounds and
 //! never assert on timing.
@@ -16,7 +16,7 @@ use autoclat::discovery::Nat64Prefix;
 use common::*;
 use serde_json::Value;
 
-/// The fields every uplink entry of `status --json` carries (DESIGN §3).
+/// The fields every uplink entry of `status --json` carries (README "autoclat status").
 const STATUS_FIELDS: &[&str] = &[
     "uplink",
     "ifindex",

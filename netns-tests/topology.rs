@@ -1,4 +1,4 @@
-//! Sanity tests of the netns test topology itself (DESIGN §4): SLAAC, DNS64, the NAT64 path,
+//! Sanity tests of the netns test topology itself (netns-tests/README.md): SLAAC, DNS64, the NAT64 path,
 //! our PREF64 router advertisements, native IPv4, two uplinks, and the fake translator. They
 //! need root and skip otherwise; they do not need autoclat's daemon.
 

@@ -1,5 +1,5 @@
 //! The pure decision: does this uplink need a CLAT, with which parameters, or why not.
-//! (DESIGN §3 "When an uplink gets a CLAT".)
+//! (README "When an uplink gets a CLAT".)
 //!
 //! The checks run in a fixed order and the first that fails is the reason shown to the operator:
 //!
@@ -51,7 +51,7 @@ impl std::fmt::Display for SkipState {
 }
 
 /// Everything the controller needs to start (or to compare against) one CLAT. Two plans that
-/// differ mean the running CLAT must be restarted (DESIGN: "a change of prefix or of the chosen
+/// differ mean the running CLAT must be restarted (README: "a change of prefix or of the chosen
 /// IPv6 source prefix restarts that CLAT").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClatPlan {

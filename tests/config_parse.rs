@@ -316,7 +316,7 @@ fn unknown_keys_at_every_level() {
             "expected `order` or `dns_servers`",
         ],
     );
-    // The example of DESIGN/brief: a typo in a rule.
+    // The README example: a typo in a rule.
     let e = err("[daemon]\n\n[[uplink]]\nmatch = \"eth*\"\n\n\nenabel = true\n");
     assert_eq!(
         e.to_string(),

@@ -1,4 +1,4 @@
-//! Root-only integration test harness: the topology of DESIGN §4 built from network namespaces,
+//! Root-only integration test harness: the topology of netns-tests/README.md built from network namespaces,
 //! real peers (radvd, unbound as DNS64, tayga as NAT64), a PREF64 router-advertisement sender
 //! of our own, and helpers to run `autoclat` in the client namespace and look at what it did.
 //!
@@ -1237,7 +1237,8 @@ impl Daemon {
         let found = wait_until(WAIT, || {
             assert!(
                 pid_alive(self.pid()),
-                "autoclat exited while waiting for {uplink}: {what}"
+                "autoclat exited while waiting for {uplink}: {what}; its log:\n{}",
+                self.log_text()
             );
             last = self.try_status().and_then(|st| {
                 st["uplinks"]

@@ -530,12 +530,9 @@ impl ClatBpf {
                     .info()
                     .map_err(|e| BpfError::Load(format!("{name}: {}", error_chain(&e))))?
                     .id();
-                match ifname(ifindex) {
-                    Ok(iface) => SchedClassifier::query_tcx(&iface, hook)
-                        .map(|(_, progs)| progs.iter().any(|p| p.id() == id))
-                        .unwrap_or(false),
-                    Err(_) => false,
-                }
+                // Only what the kernel says counts: a query we may not make (or that fails)
+                // proves nothing, so the program is taken to be there.
+                tcx_program_ids(ifindex, hook).map_or(true, |ids| ids.contains(&id))
             };
             if !present {
                 missing.push(name);
@@ -645,6 +642,57 @@ fn remove_clsact_if_unused(ifindex: u32) -> Result<(), BpfError> {
         Err(e) if gone(&e) => Ok(()),
         Err(e) => Err(nl(e)),
     }
+}
+
+/// The ids of the programs attached by TCX to `ifindex`'s hook (`BPF_PROG_QUERY`, which needs
+/// only CAP_NET_ADMIN; aya's `query_tcx` also opens each program by id, which needs
+/// CAP_SYS_ADMIN). `Err` for a query the kernel refused, e.g. for a vanished interface.
+fn tcx_program_ids(ifindex: u32, hook: TcAttachType) -> std::io::Result<Vec<u32>> {
+    /// `union bpf_attr` as `BPF_PROG_QUERY` reads it (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct QueryAttr {
+        target_ifindex: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_TCX_INGRESS: u32 = 46;
+    const BPF_TCX_EGRESS: u32 = 47;
+    let mut ids = [0u32; 64];
+    let mut attr = QueryAttr {
+        target_ifindex: ifindex,
+        attach_type: match hook {
+            TcAttachType::Egress => BPF_TCX_EGRESS,
+            _ => BPF_TCX_INGRESS,
+        },
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: ids.len() as u32,
+        ..QueryAttr::default()
+    };
+    // SAFETY: `attr` is a valid, zero-padded BPF_PROG_QUERY request whose `prog_ids` points at
+    // `ids`, which has room for `prog_cnt` entries and outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut attr as *mut QueryAttr,
+            std::mem::size_of::<QueryAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = (attr.prog_cnt as usize).min(ids.len());
+    Ok(ids[..n].to_vec())
 }
 
 /// Removes what a crashed autoclat can have left on `ifindex`.

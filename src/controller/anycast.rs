@@ -4,7 +4,7 @@
 //! The membership belongs to the socket: it lasts exactly as long as [`AnycastMembership`] is
 //! alive, and the kernel drops it by itself if the supervisor dies, so it can never be a leftover.
 //! The kernel still answers some packets sent to an anycast address (ICMPv6 errors for UDP); the
-//! fast path's ingress program drops the host's copy (see DESIGN §3 step 3).
+//! fast path's ingress program drops the host's copy (see ARCHITECTURE.md, piece 2).
 
 use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -1,4 +1,4 @@
-//! Restart backoff for a translator child (DESIGN §3 step 8): 1 s after the first exit, doubling
+//! Restart backoff for a translator child (ARCHITECTURE.md, "The lifecycle"): 1 s after the first exit, doubling
 //! with each further exit up to 60 s, and back to 1 s once a child has run for a stable minute.
 //! Pure: the caller passes the time.
 

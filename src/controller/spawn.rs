@@ -4,7 +4,7 @@
 //! `dup2` file action per passed descriptor, so the passed descriptors are the only ones the
 //! child gets besides 0, 1 and 2: everything the supervisor opens is close-on-exec, and any
 //! inherited descriptor without the flag is closed by an extra file action. The target numbers
-//! come from [`ReservedFd`]s (DESIGN §3 step 4), so a target can never be the source of another
+//! come from [`ReservedFd`]s, so a target can never be the source of another
 //! `dup2` and the numbers are known before the command line is built.
 //!
 //! [`ChildWatch`] learns of the child's exit without polling: a pidfd (`pidfd_open`) becomes
@@ -359,7 +359,7 @@ impl ChildWatch {
     }
 }
 
-/// The translator's command line after `argv[0]` (DESIGN §3: Android clatd's flags).
+/// The translator's command line after `argv[0]` (Android clatd's flags; README "The translator").
 #[allow(clippy::too_many_arguments)]
 pub fn translator_args(
     uplink: &str,

@@ -51,11 +51,8 @@ impl DiscoverOptions {
     /// The options the configuration gives for uplink `ifname` (first matching rule's
     /// `nat64_prefix`, `[discovery]` order and servers).
     pub fn from_config(config: &Config, ifname: &str) -> Self {
-        let static_prefix = config
-            .uplinks
-            .iter()
-            .find(|r| glob_match::glob_match(&r.match_glob, ifname))
-            .and_then(|r| r.nat64_prefix);
+        // The same rule lookup (and glob dialect) as the daemon's.
+        let static_prefix = config.rule_for(ifname).nat64_prefix;
         Self {
             order: config.discovery.order.clone(),
             static_prefix,
@@ -305,6 +302,31 @@ fn send_router_solicitation(ifname: &str, ifindex: u32) -> Result<(), DiscoveryE
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `discover -c` and `run` read rules alike: `[!...]` is the daemon's negated class (the
+    /// glob-match crate used before read `!` and `{a,b}` differently).
+    #[test]
+    fn discover_uses_the_daemons_rule_lookup() {
+        let config = crate::config::parse(
+            "[[uplink]]\nmatch = \"eth[!0]\"\nnat64_prefix = \"2001:db8:1::/96\"\n\n[[uplink]]\nmatch = \"{eth0,wl}\"\nnat64_prefix = \"2001:db8:2::/96\"\n",
+            "t.toml",
+        )
+        .expect("valid config");
+        for name in ["eth0", "eth1", "wl", "{eth0,wl}"] {
+            assert_eq!(
+                DiscoverOptions::from_config(&config, name).static_prefix,
+                config.rule_for(name).nat64_prefix,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            DiscoverOptions::from_config(&config, "eth1")
+                .static_prefix
+                .map(|p| p.to_string()),
+            Some("2001:db8:1::/96".to_owned())
+        );
+        assert_eq!(DiscoverOptions::from_config(&config, "eth0").static_prefix, None);
+    }
 
     #[test]
     fn options_from_config_pick_first_matching_rule() {
