@@ -18,7 +18,7 @@ use std::time::Duration;
 use autoclat::config::FastPathMode;
 use autoclat::controller::spawn::ExitStatusInfo;
 use autoclat::controller::{Clat, ClatSpec, Controller};
-use autoclat::discovery::prefix::Nat64Prefix;
+use autoclat::nat64::Nat64Prefix;
 use serde_json::Value;
 
 const V4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 4);

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::discovery::{Nat64Prefix, PrefixSource};
+use crate::nat64::{Nat64Prefix, PrefixSource};
 
 /// The annotated default policy shipped as `config/autoclat.toml`. It parses to exactly
 /// [`Config::default`] (a test holds the two together).
@@ -405,6 +405,17 @@ impl UplinkRule {
 }
 
 impl Config {
+    /// What `autoclat discover` uses for uplink `ifname`: the same rule lookup as the daemon
+    /// (its `nat64_prefix`), the `[discovery]` order and servers.
+    pub fn discover_options(&self, ifname: &str) -> crate::discovery::DiscoverOptions {
+        crate::discovery::DiscoverOptions {
+            order: self.discovery.order.clone(),
+            static_prefix: self.rule_for(ifname).nat64_prefix,
+            dns_servers: self.discovery.dns_servers.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The rule for an interface: the first `[[uplink]]` whose glob matches, else the defaults.
     pub fn rule_for(&self, ifname: &str) -> &UplinkRule {
         self.uplinks

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::discovery::PrefixSource;
+use crate::nat64::PrefixSource;
 
 /// Errors of the control socket, on either side.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 use crate::config::HooksConfig;
-use crate::discovery::PrefixSource;
+use crate::nat64::PrefixSource;
 
 /// Which hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod hooks;
 pub mod journal;
 pub mod metrics;
+pub mod nat64;
 pub mod notify;
 pub mod policy;
 pub mod translator;

@@ -174,7 +174,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .block_on(autoclat::discovery::discover_once(
                     &iface,
                     dns,
-                    &autoclat::discovery::DiscoverOptions::from_config(&config, &iface),
+                    &config.discover_options(&iface),
                 ))
                 .with_context(|| format!("NAT64 prefix discovery on {iface}"))?;
             println!("{report}");

@@ -206,7 +206,7 @@ mod tests {
 
     use super::*;
     use crate::control::{ClatCounters, DirCounters, TranslatorDrops};
-    use crate::discovery::PrefixSource;
+    use crate::nat64::PrefixSource;
 
     /// (family name, labels in order) -> value.
     type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;

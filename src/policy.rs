@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 
 use crate::config::{Config, FastPathMode, Ipv4Check};
-use crate::discovery::{Nat64Prefix, PrefixSource};
+use crate::nat64::{Nat64Prefix, PrefixSource};
 use crate::watch::{Inventory, Uplink, V4Addr, V6Addr};
 
 /// What to do with one uplink.

@@ -45,7 +45,7 @@ use aya::programs::{LinkOrder, SchedClassifier};
 use aya::util::KernelVersion;
 use aya::Ebpf;
 
-use crate::discovery::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 
 /// The compiled object (empty when clang was missing at build time).
 #[cfg_attr(autoclat_bpf_missing, allow(dead_code))]

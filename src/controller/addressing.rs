@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::discovery::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 
 /// The order in which CLAT IPv4 addresses are taken from 192.0.0.0/29 (RFC 7335, the "IPv4
 /// Service Continuity Prefix").
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn neutral_address_shape_and_equation() {
         let mut rng = Rng(1);
-        for len in crate::discovery::prefix::LENGTHS {
+        for len in crate::nat64::LENGTHS {
             for _ in 0..500 {
                 let net: Ipv6Addr = Ipv6Addr::from(u128::from(rng.next()) << 64);
                 let v4 = V4_CANDIDATES[(rng.next() % 6) as usize];
@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn pseudo_header_property_over_random_remotes() {
         let mut rng = Rng(2);
-        for len in crate::discovery::prefix::LENGTHS {
+        for len in crate::nat64::LENGTHS {
             let mut held = 0;
             let mut failed = 0;
             for _ in 0..20 {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bpf::{BpfError, ClatBpf, ClatBpfConfig};
 use crate::config::FastPathMode;
-use crate::discovery::prefix::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 use crate::translator::{FastPathExclusion, SocketError};
 
 use self::anycast::{AnycastError, AnycastMembership};

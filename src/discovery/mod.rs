@@ -7,7 +7,6 @@
 pub mod dns;
 pub mod ndopt;
 pub mod oneshot;
-pub mod prefix;
 pub mod resolvconf;
 pub mod rfc7050;
 pub mod state;
@@ -15,34 +14,11 @@ pub mod state;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::nat64::{Nat64Prefix, PrefixError, PrefixSource};
 pub use dns::{query_dns64, Dns64Answer};
 pub use oneshot::{discover_once, DiscoverOptions, DiscoveryReport};
-pub use prefix::{Nat64Prefix, PrefixError};
 pub use state::{dns_servers, Pref64Seen, PrefixState};
 
-/// Where a NAT64 prefix came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PrefixSource {
-    /// `nat64_prefix` in the configuration.
-    Static,
-    /// RFC 8781 PREF64 option in a router advertisement.
-    Pref64,
-    /// RFC 7050 discovery through DNS64 (`ipv4only.arpa`).
-    Dns64,
-}
-
-impl std::fmt::Display for PrefixSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PrefixSource::Static => "static",
-            PrefixSource::Pref64 => "pref64",
-            PrefixSource::Dns64 => "dns64",
-        })
-    }
-}
-
-/// Why a discovery step found no prefix.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     /// No DNS server is known for the uplink (no RDNSS, none in resolv.conf, none configured).

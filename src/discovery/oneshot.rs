@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, TokioSocket};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::config::Config;
 use crate::discovery::dns::query_dns64;
 use crate::discovery::ndopt::{nduseropts_in_datagram, RaOption, RTNLGRP_ND_USEROPT};
 use crate::discovery::resolvconf::read_system_nameservers;
@@ -43,21 +42,6 @@ impl Default for DiscoverOptions {
             dns_servers: Vec::new(),
             ra_wait: Duration::from_secs(3),
             dns_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl DiscoverOptions {
-    /// The options the configuration gives for uplink `ifname` (first matching rule's
-    /// `nat64_prefix`, `[discovery]` order and servers).
-    pub fn from_config(config: &Config, ifname: &str) -> Self {
-        // The same rule lookup (and glob dialect) as the daemon's.
-        let static_prefix = config.rule_for(ifname).nat64_prefix;
-        Self {
-            order: config.discovery.order.clone(),
-            static_prefix,
-            dns_servers: config.discovery.dns_servers.clone(),
-            ..Self::default()
         }
     }
 }
@@ -302,6 +286,7 @@ fn send_router_solicitation(ifname: &str, ifindex: u32) -> Result<(), DiscoveryE
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     /// `discover -c` and `run` read rules alike: `[!...]` is the daemon's negated class (the
     /// glob-match crate used before read `!` and `{a,b}` differently).
@@ -314,18 +299,19 @@ mod tests {
         .expect("valid config");
         for name in ["eth0", "eth1", "wl", "{eth0,wl}"] {
             assert_eq!(
-                DiscoverOptions::from_config(&config, name).static_prefix,
+                config.discover_options(name).static_prefix,
                 config.rule_for(name).nat64_prefix,
                 "{name}"
             );
         }
         assert_eq!(
-            DiscoverOptions::from_config(&config, "eth1")
+            config
+                .discover_options("eth1")
                 .static_prefix
                 .map(|p| p.to_string()),
             Some("2001:db8:1::/96".to_owned())
         );
-        assert_eq!(DiscoverOptions::from_config(&config, "eth0").static_prefix, None);
+        assert_eq!(config.discover_options("eth0").static_prefix, None);
     }
 
     #[test]
@@ -347,17 +333,14 @@ mod tests {
             "#,
         )
         .unwrap();
-        let o = DiscoverOptions::from_config(&config, "eth0");
+        let o = config.discover_options("eth0");
         assert_eq!(o.static_prefix, Some("2001:db8:2::/96".parse().unwrap()));
         assert_eq!(o.order, vec![PrefixSource::Pref64, PrefixSource::Dns64]);
         assert_eq!(
             o.dns_servers,
             vec!["2001:db8::53".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(
-            DiscoverOptions::from_config(&config, "usb0").static_prefix,
-            None
-        );
+        assert_eq!(config.discover_options("usb0").static_prefix, None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::discovery::prefix::{Nat64Prefix, LENGTHS, WELL_KNOWN};
+use crate::nat64::{Nat64Prefix, LENGTHS, WELL_KNOWN};
 
 /// The Well-Known Name queried for AAAA records.
 pub const WELL_KNOWN_NAME: &str = "ipv4only.arpa.";

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 
 use clap::Parser;
 
-use crate::discovery::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 
 /// The flags as given.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]

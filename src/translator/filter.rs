@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use libc::sock_filter;
 
-use crate::discovery::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 
 /// Packets the eBPF fast path translates in the kernel, which the receive filter must reject:
 /// the rule of `crate::bpf::fast_path_takes_ingress` (source inside `prefix` with a remote

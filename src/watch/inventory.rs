@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use crate::discovery::ndopt::{NdUserOpt, RaOption};
-use crate::discovery::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 
 /// One IPv6 address on a link, with the flags the policy cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]

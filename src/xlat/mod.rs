@@ -24,7 +24,7 @@ mod v6_to_v4;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::discovery::Nat64Prefix;
+use crate::nat64::Nat64Prefix;
 
 pub use offload::{segment_tcp_v6, to_wire_packets, VnetHdr, WireError};
 
