@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::nat64::Nat64Prefix;
+use crate::xlat::checksum;
 
 /// The order in which CLAT IPv4 addresses are taken from 192.0.0.0/29 (RFC 7335, the "IPv4
 /// Service Continuity Prefix").
@@ -49,21 +50,11 @@ pub fn choose_v4(
 /// The 16-bit one's-complement sum of `bytes` (big-endian words; an odd last byte is the high
 /// half of a word), folded to 16 bits. 0x0000 and 0xffff both stand for zero.
 pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in bytes.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], chunk.get(1).copied().unwrap_or(0)]);
-        sum += u32::from(word);
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    fold(sum)
+    checksum::fold(checksum::add(0, bytes))
 }
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // The loop leaves sum <= 0xffff.
-    sum as u16
+fn fold(sum: u32) -> u16 {
+    checksum::fold(u64::from(sum))
 }
 
 /// One's-complement `a + b`.
@@ -178,14 +169,6 @@ pub fn embedding_is_checksum_neutral(prefix: &Nat64Prefix) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Interface names
 
-/// IFNAMSIZ − 1: the longest interface name Linux accepts.
-pub const MAX_IFNAME_LEN: usize = 15;
-
-/// Characters Linux refuses in interface names (`dev_valid_name`): `/`, `:` and whitespace.
-fn valid_ifname_char(c: char) -> bool {
-    c != '/' && c != ':' && !c.is_whitespace()
-}
-
 /// The CLAT interface name for an uplink: `v4-<uplink>` when that fits in 15 bytes (uplink
 /// names up to 12 bytes) and is a valid name; otherwise the first 5 bytes of the uplink name
 /// (invalid characters replaced by `_`), a `-`, and 6 base-32 characters (`a-z2-7`) of a hash
@@ -197,12 +180,16 @@ fn valid_ifname_char(c: char) -> bool {
 /// wrong clean-up.
 pub fn tun_name(uplink: &str) -> String {
     let direct = format!("v4-{uplink}");
-    if direct.len() <= MAX_IFNAME_LEN && uplink.chars().all(valid_ifname_char) {
+    if super::tun::valid_name(&direct) {
         return direct;
     }
     let mut name = String::from("v4-");
     for c in uplink.chars() {
-        let c = if valid_ifname_char(c) { c } else { '_' };
+        let c = if super::tun::valid_name_char(c) {
+            c
+        } else {
+            '_'
+        };
         if name.len() + c.len_utf8() > 3 + 5 {
             break;
         }
@@ -550,8 +537,11 @@ mod tests {
         for i in 0..2_000u32 {
             let uplink = format!("enx00e04c{i:06x}");
             let name = tun_name(&uplink);
-            assert!(name.len() <= MAX_IFNAME_LEN, "{name}");
-            assert!(name.chars().all(valid_ifname_char), "{name}");
+            assert!(name.len() <= crate::controller::tun::MAX_NAME_LEN, "{name}");
+            assert!(
+                name.chars().all(crate::controller::tun::valid_name_char),
+                "{name}"
+            );
             assert!(name != "." && name != "..");
             assert!(seen.insert(name.clone()), "collision at {uplink}: {name}");
         }

@@ -86,15 +86,19 @@ pub struct TunDevice {
     pub offload: bool,
 }
 
+/// Whether the kernel accepts `c` in an interface name (`dev_valid_name`: no NUL, `/`, `:` or
+/// whitespace). The one rule for names in the project: the tun name shortening uses it too.
+pub fn valid_name_char(c: char) -> bool {
+    c != '\0' && c != '/' && c != ':' && !c.is_whitespace()
+}
+
 /// Whether `name` is acceptable to the kernel as an interface name (`dev_valid_name`).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name != "."
         && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace())
+        && name.chars().all(valid_name_char)
 }
 
 /// Creates (or, for a persistent tun left by someone else, attaches to) the tun device `name`.

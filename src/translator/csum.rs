@@ -59,25 +59,8 @@ pub fn complete_ipv6_checksum(pkt: &mut [u8]) -> bool {
     true
 }
 
-/// The folded 16-bit one's complement sum of `data` (odd length padded with zero).
+/// The folded 16-bit one's complement sum of `data` (odd length padded with zero): the one
+/// checksum arithmetic of the project, [`crate::xlat::checksum`].
 pub fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        // Four 16-bit words at a time; the u64 cannot overflow for any IPv6 packet size.
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]))
-            + u64::from(u16::from_be_bytes([c[2], c[3]]))
-            + u64::from(u16::from_be_bytes([c[4], c[5]]))
-            + u64::from(u16::from_be_bytes([c[6], c[7]]));
-    }
-    let mut rest = chunks.remainder().chunks(2);
-    for w in &mut rest {
-        let hi = w[0];
-        let lo = w.get(1).copied().unwrap_or(0);
-        acc += u64::from(u16::from_be_bytes([hi, lo]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+    crate::xlat::checksum::fold(crate::xlat::checksum::add(0, data))
 }

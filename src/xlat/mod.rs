@@ -16,7 +16,7 @@
 //! The caller must send whatever both batches hold after every call, whatever the verdict: a
 //! dropped packet may have produced an ICMP error for its sender.
 
-mod checksum;
+pub mod checksum;
 mod icmp;
 mod offload;
 mod v4_to_v6;
