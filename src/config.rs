@@ -86,7 +86,7 @@ pub struct UplinkRule {
     /// Interface-name glob (`*`, `?`, `[...]`, `[!...]`, `\` escapes); non-empty, checked while
     /// parsing.
     #[serde(rename = "match", deserialize_with = "de_glob")]
-    pub match_glob: String,
+    pub match_glob: MatchGlob,
     pub enable: bool,
     pub nat64_prefix: Option<Nat64Prefix>,
     pub ipv4_check: Ipv4Check,
@@ -323,14 +323,72 @@ fn de_order<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PrefixSource>, D::Err
     Ok(order)
 }
 
-fn de_glob<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn de_glob<'de, D: Deserializer<'de>>(d: D) -> Result<MatchGlob, D::Error> {
     use serde::de::Error;
     let s = String::deserialize(d)?;
-    Glob::new(&s).map_err(|e| match e {
+    let glob = Glob::new(&s).map_err(|e| match e {
         GlobError::Empty => D::Error::custom(e),
         _ => D::Error::custom(format!("bad interface-name glob `{s}`: {e}")),
     })?;
-    Ok(s)
+    Ok(MatchGlob {
+        text: s,
+        glob: Some(glob),
+    })
+}
+
+/// A rule's `match` glob, compiled once when the configuration is read.
+#[derive(Debug, Clone)]
+pub struct MatchGlob {
+    text: String,
+    /// `None` only for a glob made in code from text that does not compile: it matches nothing.
+    glob: Option<Glob>,
+}
+
+impl MatchGlob {
+    /// The glob as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the interface name `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        self.glob.as_ref().is_some_and(|g| g.matches(name))
+    }
+}
+
+impl From<&str> for MatchGlob {
+    fn from(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            glob: Glob::new(text).ok(),
+        }
+    }
+}
+
+impl PartialEq for MatchGlob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for MatchGlob {}
+
+impl PartialEq<&str> for MatchGlob {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl std::fmt::Display for MatchGlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for MatchGlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
 }
 
 fn de_metric<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -400,7 +458,7 @@ impl UplinkRule {
     /// Whether this rule's glob matches the interface name. A glob that does not compile
     /// (possible only for a rule built in code, never for a parsed one) matches nothing.
     pub fn matches(&self, ifname: &str) -> bool {
-        Glob::new(&self.match_glob).is_ok_and(|g| g.matches(ifname))
+        self.match_glob.matches(ifname)
     }
 }
 
@@ -494,7 +552,7 @@ fn push_rule(out: &mut String, rule: &UplinkRule, comment: &str) {
         out.push_str(comment);
         push_kv(out, k, v);
     };
-    kv("match", &toml_str(&rule.match_glob));
+    kv("match", &toml_str(rule.match_glob.as_str()));
     kv("enable", &rule.enable.to_string());
     match &rule.nat64_prefix {
         Some(p) => kv("nat64_prefix", &toml_str(&p.to_string())),
