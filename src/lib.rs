@@ -10,6 +10,7 @@ pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod discovery;
+pub mod instance;
 pub mod policy;
 pub mod translator;
 pub mod watch;
