@@ -7,11 +7,14 @@ pub mod csum;
 pub mod filter;
 pub mod neigh;
 pub mod run;
+pub mod sandbox;
 pub mod sockets;
 pub mod tun;
 
 pub use args::{ArgsError, ClatdArgs};
 pub use filter::{rx_filter, FastPathExclusion};
 pub use run::{Exit, Fds, IoCounters, IoLoop, RunError};
-pub use sockets::{open_gso_tx, open_rx, open_tx, set_rx_filter, SocketError};
+pub use sockets::{
+    lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, set_rx_filter, SocketError,
+};
 pub use tun::{check_tun, TunError, TunInfo};
