@@ -285,10 +285,21 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     }
 }
 
-/// `s` Debug-quoted, cut to [`QUOTE_MAX`] characters.
+/// `s` cut to [`QUOTE_MAX`] characters, anything but printable ASCII shown as `?`, quoted:
+/// an error answer stays short and never carries control characters.
 fn quote(s: &str) -> String {
-    let cut: String = s.chars().take(QUOTE_MAX).collect();
-    if cut.len() < s.len() {
+    let cut: String = s
+        .chars()
+        .take(QUOTE_MAX)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if s.chars().nth(QUOTE_MAX).is_some() {
         format!("{cut:?}...")
     } else {
         format!("{cut:?}")
