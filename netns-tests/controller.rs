@@ -422,8 +422,9 @@ fn start_configures_everything_and_stop_removes_it() {
         let n = flag(&args, "-t");
         let (rfd, wfd) = (flag(&args, "-r"), flag(&args, "-w"));
         let expected = format!(
-            "-i {} -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t {n} -m 4660 -r {rfd} -w {wfd}",
-            t.uplink
+            "-i {} -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t {n} -m 4660 -r {rfd} -w {wfd} -P {}",
+            t.uplink,
+            std::process::id()
         );
         assert_eq!(args[1..].join(" "), expected);
         let (n, rfd, wfd): (i32, i32, i32) = (n.parse().unwrap(), rfd.parse().unwrap(), wfd.parse().unwrap());
