@@ -329,4 +329,71 @@ mod tests {
         let p = filter().unwrap();
         assert!(p.len() > ALLOWED_SYSCALLS.len());
     }
+
+    /// Re-runs one ignored test of this binary in a child process.
+    fn child(test: &str, what: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                test,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("AUTOCLAT_TEST_SECCOMP", what)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_syscall_outside_the_list_kills_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+        for what in ["socket", "attach"] {
+            let out = child("translator::sandbox::tests::child_under_seccomp", what);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            // It got as far as the forbidden call, and died of it (not of a panic).
+            assert!(stdout.contains("filter on"), "{what}: {stdout}");
+            assert!(!stdout.contains("survived"), "{what}: {stdout}");
+            assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSYS),
+                "{what}: {:?}",
+                out.status
+            );
+            if what == "attach" {
+                assert!(stdout.contains("auxdata allowed"), "{stdout}");
+            }
+        }
+    }
+
+    /// Run by the test above in its own process: the filter on, `setsockopt(SOL_PACKET,
+    /// PACKET_AUXDATA)` allowed, then `socket()` or a filter change kills.
+    #[test]
+    #[ignore = "a child of a_syscall_outside_the_list_kills_the_process"]
+    fn child_under_seccomp() {
+        let what = std::env::var("AUTOCLAT_TEST_SECCOMP").unwrap();
+        // SAFETY: plain system call without pointers.
+        let udp = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(udp >= 0);
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        assert_eq!(rc, 0);
+        install_seccomp().unwrap();
+        println!("filter on");
+        let one: libc::c_int = 1;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let p = (&one as *const libc::c_int).cast::<libc::c_void>();
+        let rc = if what == "socket" {
+            // SAFETY: plain system call without pointers; the filter must kill us here.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) }
+        } else {
+            // SAFETY: `one` is a live int of `len` bytes. Allowed by the filter (the kernel
+            // answers ENOPROTOOPT on a UDP socket).
+            unsafe { libc::setsockopt(udp, 263, 8, p, len) };
+            println!("auxdata allowed");
+            // SAFETY: as above; a filter change (SOL_SOCKET level) must kill us here.
+            unsafe { libc::setsockopt(udp, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, p, len) }
+        };
+        println!("survived with {rc}");
+    }
 }
