@@ -612,6 +612,16 @@ fn tcp_roundtrip(ns: &str, port: u16, len: usize) {
 /// Run clatd to completion (expected to fail at start-up) with the tun as fd 10 and the
 /// given descriptors as `-r 11 -w 12`: exit code and stderr.
 fn run_clatd_once(t: &Topology, rx: &OwnedFd, tx: &OwnedFd) -> (Option<i32>, String) {
+    run_clatd_once_with(t, rx, tx, &[])
+}
+
+/// [`run_clatd_once`] with more flags.
+fn run_clatd_once_with(
+    t: &Topology,
+    rx: &OwnedFd,
+    tx: &OwnedFd,
+    extra: &[&str],
+) -> (Option<i32>, String) {
     let nsf = File::open(format!("/var/run/netns/{}", t.client)).unwrap();
     let fds = [
         (t.tun.as_ref().unwrap().as_raw_fd(), CHILD_TUN_FD),
@@ -635,6 +645,7 @@ fn run_clatd_once(t: &Topology, rx: &OwnedFd, tx: &OwnedFd) -> (Option<i32>, Str
         "-w",
         "12",
     ]);
+    cmd.args(extra);
     let ns_raw = nsf.as_raw_fd();
     // SAFETY: only async-signal-safe calls on descriptors open in the parent.
     unsafe {
@@ -1240,5 +1251,85 @@ fn a_bad_counter_page_is_refused() {
     assert!(
         last.contains("-c 14: counter page: not a memfd"),
         "{logs:?}"
+    );
+}
+
+/// The fields of /proc/PID/status that describe privileges.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+        .to_string()
+}
+
+/// Issue 9: the translator ran as full root. Started as root with inherited sockets (the
+/// filter locked, as the supervisor hands it over) and the GSO socket, it must run as a
+/// non-root user with no capabilities, NoNewPrivs and a seccomp filter, and still carry
+/// ICMP, UDP and TCP; a locked filter cannot be changed by anyone holding the socket.
+#[test]
+fn the_translator_drops_root_and_capabilities_and_runs_under_seccomp() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    let (rx, tx) = t.open_sockets();
+    let rx_copy = rx.try_clone().unwrap();
+    autoclat::translator::lock_rx_filter(rx.as_fd()).unwrap();
+    let supervisor = std::process::id().to_string();
+    t.spawn_clatd(Some((rx, tx)), &["-P", &supervisor]);
+    let pid = t.child.as_ref().unwrap().id();
+    // The start-up line comes before the drop: wait for the filter to be on.
+    let mut status = String::new();
+    for _ in 0..500 {
+        status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if status_field(&status, "Seccomp:") == "2" {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    for key in ["Uid:", "Gid:"] {
+        let ids = status_field(&status, key);
+        assert!(ids.split_whitespace().all(|i| i != "0"), "{key} {ids}");
+    }
+    assert_eq!(status_field(&status, "Groups:"), "", "supplementary groups");
+    for key in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(status_field(&status, key), "0000000000000000", "{key}");
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(&status, "Seccomp:"), "2");
+
+    // Locked: not even the supervisor's copy can change it now.
+    let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
+    let ex = FastPathExclusion { prefix: t.prefix };
+    assert!(set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, Some(&ex))).is_err());
+
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 3, 56), 3, "ping through clatd");
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"hello from a sandbox"));
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 1 << 20);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.contains("seccomp allow-list")),
+        "{logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains("not locked")), "{logs:?}");
+}
+
+/// Issue 9: a translator whose supervisor died before it started must not run on as an
+/// orphan: with `-P` naming a process that is not its parent it exits 1 at once.
+#[test]
+fn an_orphan_translator_exits_at_once() {
+    require_root!();
+    let t = Topology::new(PREFIX);
+    let (rx, tx) = t.open_sockets();
+    let (code, err) = run_clatd_once_with(&t, &rx, &tx, &["-P", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("-P 1: our parent is") && err.contains("not the supervisor"),
+        "{err}"
     );
 }

@@ -418,8 +418,9 @@ fn start_configures_everything_and_stop_removes_it() {
         let n = flag(&args, "-t");
         let (rfd, wfd, gfd) = (flag(&args, "-r"), flag(&args, "-w"), flag(&args, "-g"));
         let expected = format!(
-            "-i {} -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t {n} -m 4660 -r {rfd} -w {wfd} -g {gfd}",
-            t.uplink
+            "-i {} -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t {n} -m 4660 -r {rfd} -w {wfd} -g {gfd} -P {}",
+            t.uplink,
+            std::process::id()
         );
         assert_eq!(args[1..].join(" "), expected);
         let (n, rfd, wfd, gfd): (i32, i32, i32, i32) =
@@ -684,4 +685,119 @@ fn remove_leftovers_deletes_only_links_with_our_alias() {
         .unwrap();
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(orphan), None).unwrap();
     });
+}
+
+/// A process holding a tun named `name` in namespace `ns` whose supervisor is gone: a shell
+/// spawned with the tun descriptor starts `sleep` in the background and exits, so `sleep`
+/// (holding the tun) is re-parented. Returns the sleep's pid.
+fn orphan_tun_holder(ns: &str, name: &str, dir: &Path) -> i32 {
+    let (name, pidfile) = (name.to_owned(), dir.join(format!("{ns}.pid")));
+    let pf = pidfile.clone();
+    let ns_path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        // SAFETY: setns with a valid namespace fd changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let tun = autoclat::controller::tun::open_tun(&name).unwrap();
+        let slot = autoclat::controller::spawn::ReservedFd::new().unwrap();
+        let script = format!("sleep 1000 & echo $! > {}", pf.display());
+        let pid = autoclat::controller::spawn::spawn_translator(
+            Path::new("/bin/sh"),
+            "sh",
+            &["-c".into(), script],
+            &[(std::os::fd::AsFd::as_fd(&tun.fd), slot.number())],
+        )
+        .unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap();
+    })
+    .join()
+    .unwrap();
+    std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0): look at the state instead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Issue 9: leftover clean-up used to stop every process holding a tun of our name across all
+/// of /proc, so a daemon in one namespace killed translators of daemons in other namespaces.
+#[test]
+fn leftover_cleanup_stays_in_its_own_network_namespace() {
+    if !is_root() {
+        eprintln!("skipped: leftover_cleanup_stays_in_its_own_network_namespace needs root");
+        return;
+    }
+    let tag = random_tag();
+    let (ours, theirs) = (format!("{tag}a"), format!("{tag}b"));
+    struct Cleanup(Vec<String>, Vec<i32>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for &pid in &self.1 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            for ns in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+    let mut cleanup = Cleanup(vec![], vec![]);
+    for ns in [&ours, &theirs] {
+        sh(&["ip", "netns", "add", ns]);
+        cleanup.0.push(ns.clone());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tun = format!("v4-{tag}");
+    let foreign = orphan_tun_holder(&theirs, &tun, dir.path());
+    cleanup.1.push(foreign);
+    let leftover = orphan_tun_holder(&ours, &tun, dir.path());
+    cleanup.1.push(leftover);
+    assert!(alive(foreign) && alive(leftover));
+
+    let ns_path = format!("/run/netns/{ours}");
+    let tun2 = tun.clone();
+    let stopped = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        // SAFETY: setns with a valid namespace fd changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(autoclat::controller::leftovers::stop_tun_holders(
+            &tun2,
+            Duration::from_secs(5),
+        ))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(stopped, vec![leftover], "only the orphan in our namespace");
+    for _ in 0..500 {
+        if !alive(leftover) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !alive(leftover),
+        "the leftover in our namespace was not stopped"
+    );
+    assert!(alive(foreign), "a process in another namespace was touched");
+    let fds = std::fs::read_dir(format!("/proc/{foreign}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds >= 4, "the foreign holder lost its tun");
 }

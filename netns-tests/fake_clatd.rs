@@ -98,7 +98,7 @@ fn main() {
     let mut it = argv.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-i" | "-p" | "-4" | "-6" | "-t" | "-m" | "-n" | "-r" | "-w" | "-g" => {
+            "-i" | "-p" | "-4" | "-6" | "-t" | "-m" | "-n" | "-r" | "-w" | "-g" | "-P" | "-u" => {
                 match it.next() {
                     Some(v) => {
                         let key: &'static str = match a.as_str() {
@@ -111,6 +111,8 @@ fn main() {
                             "-n" => "-n",
                             "-r" => "-r",
                             "-g" => "-g",
+                            "-P" => "-P",
+                            "-u" => "-u",
                             _ => "-w",
                         };
                         if flags.insert(key, v.clone()).is_some() {

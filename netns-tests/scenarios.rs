@@ -1137,3 +1137,59 @@ fn notify_watchdog_and_hooks_with_a_running_clat() {
         messages.lock().unwrap()
     );
 }
+
+/// Issue 9: one daemon per network namespace. A second `autoclat run` with another control
+/// socket exits 1 naming the lock and touches nothing: the first daemon, its translator and its
+/// CLAT stay as they were.
+#[test]
+fn a_second_daemon_in_the_same_namespace_exits_and_touches_nothing() {
+    if skip_unless_root("a_second_daemon_in_the_same_namespace_exits_and_touches_nothing") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let d = topo.start_autoclat("");
+    let u = assert_clat_running(&topo, &d, "up0", DEFAULT_PREFIX, "dns64");
+    let mut second = topo.start_autoclat("");
+    let st = second
+        .wait_exit(WAIT)
+        .expect("the second daemon did not exit");
+    assert_eq!(st.code(), Some(1), "{st}: {}", second.log_text());
+    assert!(
+        second.log_text().contains("autoclat-lock"),
+        "the error does not name the lock: {}",
+        second.log_text()
+    );
+    assert!(
+        pid_alive(pid_of(&u) as u32),
+        "the first daemon's translator was touched"
+    );
+    let again = d.wait_state("up0", "running");
+    assert_eq!(again["pid"], u["pid"]);
+    assert_eq!(again["v4_ifindex"], u["v4_ifindex"]);
+}
+
+/// Issue 9: `clatd_path` is run with the daemon's privileges, so a translator that someone
+/// other than root could replace (here: in a world-writable directory) is refused, with that
+/// reason in `status`, and nothing is created.
+#[test]
+fn a_translator_others_could_replace_is_refused() {
+    if skip_unless_root("a_translator_others_could_replace_is_refused") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fake = dir.path().join("clatd");
+    std::fs::copy(fake_clatd_path(), &fake).unwrap();
+    let d = topo.start_autoclat(&format!("[daemon]\nclatd_path = \"{}\"\n", fake.display()));
+    let u = d.wait_state("up0", "backoff");
+    let reason = u["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("writable by others"), "{u}");
+    assert!(
+        topo.link(Ns::Client, "v4-up0").is_none(),
+        "a tun was created"
+    );
+}

@@ -221,6 +221,20 @@ fn convert_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
         .collect::<Vec<_>>()
         .join(": ");
     message = friendlier(&message);
+    if message.is_empty() {
+        // The parser says nothing for a control character (e.g. in a comment): name it.
+        message = match e
+            .span()
+            .and_then(|s| text.get(s.start..))
+            .and_then(|t| t.chars().next())
+        {
+            Some(c) if c.is_control() => format!(
+                "control character U+{:04X} is not allowed (not even in a comment)",
+                u32::from(c)
+            ),
+            _ => "invalid TOML here".to_string(),
+        };
+    }
     let location = e.span().map(|span| location_of(text, span.start));
     if let Some(span) = e.span() {
         if message.contains("expected an array")
@@ -841,5 +855,14 @@ mod tests {
         // 'é' is two bytes; the `=` after "bé " is the 4th character.
         assert_eq!(location_of(text, 10), Location { line: 2, column: 4 });
         assert_eq!(location_of(text, 1000), Location { line: 3, column: 1 });
+    }
+
+    /// Found by tests/fuzz_parsers.rs: a control character in a comment gave an error with
+    /// an empty message (`file:24:90: `).
+    #[test]
+    fn a_control_character_is_named() {
+        let e = parse("# a comment with \u{12} in it\n", "x.toml").unwrap_err();
+        assert!(!e.message.is_empty(), "{e}");
+        assert!(e.to_string().starts_with("x.toml:1:"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod daemon;
 pub mod discovery;
 pub mod hooks;
+pub mod instance;
 pub mod journal;
 pub mod metrics;
 pub mod nat64;

@@ -1,6 +1,9 @@
 //! `clatd`: the 464XLAT translator for one uplink, compatible with Android clatd's flags.
 //!
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD]`
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD] [-P PPID] [-u USER]`
+//!
+//! Once its descriptors are set up, and before it reads the first packet, it drops root, every
+//! capability and installs a seccomp allow-list (`autoclat::translator::sandbox`).
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT, 1 on a runtime failure, 2 on bad flags. Every failure
 //! is one line on stderr.
@@ -15,12 +18,14 @@ use clap::Parser;
 use autoclat::translator::neigh::NextHops;
 use autoclat::translator::run::signal_fd;
 use autoclat::translator::run::GsoSend;
+use autoclat::translator::sandbox;
 use autoclat::translator::sockets::has_vnet_hdr;
 use autoclat::translator::sockets::{bind_tx_source, socket_kind};
 use autoclat::translator::stats::StatsPage;
 use autoclat::translator::tun::{is_open, set_cloexec, set_nonblocking};
 use autoclat::translator::{
-    check_tun, open_gso_tx, open_rx, open_tx, ClatdArgs, Exit, Fds, IoLoop,
+    check_tun, lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, ClatdArgs, Exit,
+    Fds, IoLoop,
 };
 use autoclat::xlat::{Translator, XlatConfig};
 
@@ -191,17 +196,9 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
     let signals = signal_fd().context("signals")?;
     // Die with the supervisor: a killed autoclat must not leave a translator (and with it the
     // tun, its address and route) behind. The signal arrives through the signal fd as usual.
-    let parent = nix::unistd::getppid();
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
-        tracing::warn!(
-            "cannot ask for SIGTERM on supervisor death: {}",
-            io::Error::last_os_error()
-        );
-    }
-    if nix::unistd::getppid() != parent {
-        anyhow::bail!("the supervisor exited while the translator was starting");
-    }
+    let parent = watch_parent(args.parent)?;
+    // Whom to become, looked up while /etc/passwd can still be read.
+    let identity = sandbox::resolve_user(args.user.as_deref()).context("-u")?;
 
     let tun_info = check_tun(args.tun_fd).map_err(|e| anyhow!("-t {}: {e}", args.tun_fd))?;
     set_cloexec(args.tun_fd).with_context(|| format!("-t {}", args.tun_fd))?;
@@ -224,9 +221,20 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
             )?;
             owned
         }
-        None => open_rx(ifindex, args.v6, None)
-            .with_context(|| format!("receive socket on {}", args.uplink))?,
+        None => {
+            let fd = open_rx(ifindex, args.v6, None)
+                .with_context(|| format!("receive socket on {}", args.uplink))?;
+            lock_rx_filter(std::os::fd::AsFd::as_fd(&fd)).context("receive socket")?;
+            fd
+        }
     };
+    match rx_filter_locked(std::os::fd::AsFd::as_fd(&rx)) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the inherited receive socket's filter is not locked (SO_LOCK_FILTER): the supervisor should lock it before spawning"
+        ),
+        Err(e) => tracing::warn!("cannot read SO_LOCK_FILTER of the receive socket: {e}"),
+    }
     let tx = match args.tx_fd {
         Some(fd) => {
             let owned = adopt('w', fd)?;
@@ -328,6 +336,17 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Everything is open: give up root, capabilities and every syscall the loop does not
+    // need, before the first packet is read.
+    sandbox::drop_privileges(&identity).context("dropping privileges")?;
+    // The credential change cleared the parent-death signal: ask again, and check again.
+    watch_parent(args.parent.or(Some(parent.as_raw())))?;
+    let uid = nix::unistd::getuid();
+    sandbox::install_seccomp().context("installing the seccomp filter")?;
+    tracing::info!(
+        "running as uid {uid}, no capabilities, seccomp allow-list of {} syscalls",
+        sandbox::ALLOWED_SYSCALLS.len()
+    );
 
     let mut io_loop = IoLoop::new(Translator::new(cfg));
     if let Some(page) = stats {
@@ -357,6 +376,27 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
             tracing::error!("{e}; {}", io_loop.counters_line());
             Err(e.into())
         }
+    }
+}
+
+/// Ask for SIGTERM when the parent dies, then make sure the parent is still `expected` (the
+/// supervisor's pid from `-P`; without it, the parent seen before asking). Returns the parent.
+fn watch_parent(expected: Option<i32>) -> anyhow::Result<nix::unistd::Pid> {
+    let before = nix::unistd::getppid();
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } != 0 {
+        tracing::warn!(
+            "cannot ask for SIGTERM on supervisor death: {}",
+            io::Error::last_os_error()
+        );
+    }
+    let now = nix::unistd::getppid();
+    match expected {
+        Some(p) if now.as_raw() != p => {
+            bail!("-P {p}: our parent is {now}, not the supervisor (it is gone): exiting")
+        }
+        None if now != before => bail!("the supervisor exited while the translator was starting"),
+        _ => Ok(now),
     }
 }
 

@@ -546,6 +546,10 @@ impl Controller {
             crate::translator::set_rx_filter(rx.as_fd(), &filter)
                 .map_err(|e| ControllerError::step(step("receive"), e))?;
         }
+        // Final: locked before the translator gets it, so not even a compromised translator
+        // can widen what it receives.
+        crate::translator::lock_rx_filter(rx.as_fd())
+            .map_err(|e| ControllerError::step(step("receive"), e))?;
         let tx = crate::translator::open_tx(spec.uplink_ifindex, spec.fwmark)
             .map_err(|e| ControllerError::step(step("send"), e))?;
         // TCP super-packets from the tun leave whole through this one; without it the

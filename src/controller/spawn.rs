@@ -359,7 +359,113 @@ impl ChildWatch {
     }
 }
 
-/// The translator's command line after `argv[0]` (Android clatd's flags; README "The translator").
+/// Why the translator binary is refused (issue 9: `clatd_path` is executed as root).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslatorPathError {
+    /// The path cannot be examined.
+    #[error("translator {path}: {error}")]
+    Stat { path: String, error: String },
+    /// Not a regular file.
+    #[error("translator {path}: not a regular file")]
+    NotAFile { path: String },
+    /// The file or a directory on its way belongs to someone else than root.
+    #[error("translator {path}: {what} {at} is owned by uid {uid}, not root")]
+    NotRootOwned {
+        path: String,
+        what: &'static str,
+        at: String,
+        uid: u32,
+    },
+    /// The file or a directory on its way may be written by others.
+    #[error("translator {path}: {what} {at} is writable by {who} (mode {mode:04o})")]
+    Writable {
+        path: String,
+        what: &'static str,
+        at: String,
+        who: &'static str,
+        mode: u32,
+    },
+}
+
+/// What [`check_translator_path`] looks at for the file and each directory above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMeta {
+    pub uid: u32,
+    pub mode: u32,
+    pub is_file: bool,
+    pub is_dir: bool,
+}
+
+/// The rule (pure): the file is a regular file owned by root and writable by nobody but root
+/// (neither group nor others); every directory from its own up to `/` is owned by root and not
+/// writable by others (else someone could swap the file or a directory on the way, also a
+/// sticky `/tmp`). `chain` is the file first, then its directories upwards.
+pub fn check_translator_chain(
+    path: &str,
+    chain: &[(String, PathMeta)],
+) -> Result<(), TranslatorPathError> {
+    for (i, (at, m)) in chain.iter().enumerate() {
+        let what = if i == 0 { "file" } else { "directory" };
+        if i == 0 && !m.is_file {
+            return Err(TranslatorPathError::NotAFile { path: path.into() });
+        }
+        if m.uid != 0 {
+            return Err(TranslatorPathError::NotRootOwned {
+                path: path.into(),
+                what,
+                at: at.clone(),
+                uid: m.uid,
+            });
+        }
+        let (bits, who) = if i == 0 {
+            (0o022, "group or others")
+        } else {
+            (0o002, "others")
+        };
+        if m.mode & bits != 0 {
+            return Err(TranslatorPathError::Writable {
+                path: path.into(),
+                what,
+                at: at.clone(),
+                who,
+                mode: m.mode & 0o7777,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`check_translator_chain`] on the file system: `path` with symbolic links resolved, then
+/// each directory above it. Call it before each spawn of the translator; an error refuses
+/// the CLAT with its message as the reason.
+pub fn check_translator_path(path: &Path) -> Result<(), TranslatorPathError> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display().to_string();
+    let stat_err = |e: std::io::Error| TranslatorPathError::Stat {
+        path: shown.clone(),
+        error: e.to_string(),
+    };
+    let real = std::fs::canonicalize(path).map_err(stat_err)?;
+    let mut chain = Vec::new();
+    let mut cur = Some(real.as_path());
+    while let Some(p) = cur {
+        let m = std::fs::metadata(p).map_err(stat_err)?;
+        chain.push((
+            p.display().to_string(),
+            PathMeta {
+                uid: m.uid(),
+                mode: m.mode(),
+                is_file: m.is_file(),
+                is_dir: m.is_dir(),
+            },
+        ));
+        cur = p.parent();
+    }
+    check_translator_chain(&shown, &chain)
+}
+
+/// The translator's command line after `argv[0]` (Android clatd's flags; README "The translator"), plus
+/// `-P <our pid>` so that a translator whose supervisor died before it started exits at once.
 #[allow(clippy::too_many_arguments)]
 pub fn translator_args(
     uplink: &str,
@@ -390,6 +496,8 @@ pub fn translator_args(
         args.push((*flag).to_owned());
         args.push(fd.to_string());
     }
+    args.push("-P".to_owned());
+    args.push(std::process::id().to_string());
     args
 }
 
@@ -413,7 +521,10 @@ mod tests {
         );
         assert_eq!(
             args.join(" "),
-            "-i eth0 -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t 9 -m 4660 -r 10 -w 11"
+            format!(
+                "-i eth0 -p 2001:db8:64::/96 -4 192.0.0.4 -6 2001:db8:1::464 -t 9 -m 4660 -r 10 -w 11 -P {}",
+                std::process::id()
+            )
         );
         let plain = translator_args(
             "e",
@@ -425,6 +536,80 @@ mod tests {
             &[],
         );
         assert!(!plain.contains(&"-m".to_owned()));
+    }
+
+    fn meta(uid: u32, mode: u32, is_file: bool) -> PathMeta {
+        PathMeta {
+            uid,
+            mode,
+            is_file,
+            is_dir: !is_file,
+        }
+    }
+
+    #[test]
+    fn the_translator_path_rule() {
+        let chain = |file: PathMeta, dir: PathMeta| {
+            vec![
+                ("/usr/sbin/clatd".to_owned(), file),
+                ("/usr/sbin".to_owned(), dir),
+                ("/usr".to_owned(), meta(0, 0o40755, false)),
+                ("/".to_owned(), meta(0, 0o40755, false)),
+            ]
+        };
+        let ok_dir = meta(0, 0o40755, false);
+        let p = "/usr/sbin/clatd";
+        assert_eq!(
+            check_translator_chain(p, &chain(meta(0, 0o100755, true), ok_dir)),
+            Ok(())
+        );
+        // Group-writable root-owned directory (e.g. /usr/local with group staff) is allowed.
+        assert_eq!(
+            check_translator_chain(p, &chain(meta(0, 0o100755, true), meta(0, 0o42775, false))),
+            Ok(())
+        );
+        let e = check_translator_chain(p, &chain(meta(1000, 0o100755, true), ok_dir)).unwrap_err();
+        assert!(e.to_string().contains("owned by uid 1000, not root"), "{e}");
+        let e = check_translator_chain(p, &chain(meta(0, 0o100775, true), ok_dir)).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        let e = check_translator_chain(p, &chain(meta(0, 0o100757, true), ok_dir)).unwrap_err();
+        assert!(e.to_string().contains("mode 0757"), "{e}");
+        let e = check_translator_chain(p, &chain(meta(0, 0o100755, true), meta(0, 0o41777, false)))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("directory /usr/sbin is writable by others"),
+            "{e}"
+        );
+        let e = check_translator_chain(p, &chain(meta(0, 0o100755, true), meta(7, 0o40755, false)))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("directory /usr/sbin is owned by uid 7"),
+            "{e}"
+        );
+        let e = check_translator_chain(p, &chain(meta(0, 0o40755, false), ok_dir)).unwrap_err();
+        assert_eq!(e, TranslatorPathError::NotAFile { path: p.into() });
+    }
+
+    #[test]
+    fn the_translator_path_on_the_file_system() {
+        // /bin/sh: root's, in root's directories.
+        assert_eq!(check_translator_path(Path::new("/bin/sh")), Ok(()));
+        let e = check_translator_path(Path::new("/nonexistent/clatd")).unwrap_err();
+        assert!(matches!(e, TranslatorPathError::Stat { .. }), "{e}");
+        // Anything under a world-writable /tmp is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("clatd");
+        std::fs::write(&f, b"#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_translator_path(&f).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_translator_path(&f).unwrap_err();
+        assert!(e.to_string().contains("writable by others"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// Another daemon runs in this network namespace.
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
 }
 
 /// What `autoclat run` was asked to do.
@@ -99,6 +102,8 @@ struct Daemon {
 /// Run the daemon until SIGTERM or SIGINT; then stop every CLAT and return.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
+    // One daemon per network namespace: taken before anything else, held until we return.
+    let _instance = crate::instance::acquire()?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
 
@@ -393,7 +398,14 @@ impl Daemon {
                     fast_path: plan.fast_path,
                     stats_page: self.opts.config.daemon.clatd_path.is_empty(),
                 };
-                let result = match self.controller.start(spec).await {
+                // `clatd_path` is executed with the daemon's privileges: only a file nobody but
+                // root can change is run.
+                let checked = crate::controller::spawn::check_translator_path(&spec.clatd_path);
+                let started = match checked {
+                    Ok(()) => self.controller.start(spec).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let result = match started {
                     Ok(clat) => {
                         tracing::info!(
                             uplink = %clat.spec.uplink,
@@ -408,7 +420,7 @@ impl Daemon {
                         self.clats.insert(ifindex, clat);
                         Ok(started)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 };
                 let ok = result.is_ok();
                 self.core.on_input(

@@ -1,5 +1,6 @@
 //! `clatd`'s command line, compatible with Android's clatd:
-//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD]`.
+//! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD]`,
+//! plus `-P PPID` (the supervisor) and `-u USER` (whom to run as).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
@@ -51,6 +52,14 @@ pub struct ClatdArgs {
     /// translator keeps its counters for `autoclat status`.
     #[arg(short = 'c', value_name = "STATSFD", value_parser = parse_fd)]
     pub stats_fd: Option<RawFd>,
+    /// The supervisor's pid: exit at once if our parent is another process (the supervisor
+    /// died before we started: we would be an orphan).
+    #[arg(short = 'P', value_name = "PPID", value_parser = parse_pid)]
+    pub parent: Option<i32>,
+    /// When started as root, run as this user once the descriptors are set up
+    /// [default: autoclat-clatd if it exists, else nobody].
+    #[arg(short = 'u', value_name = "USER")]
+    pub user: Option<String>,
 }
 
 /// A combination of flags that parses but makes no sense.
@@ -118,6 +127,14 @@ fn parse_fd(s: &str) -> Result<RawFd, String> {
     match s.parse::<RawFd>() {
         Ok(fd) if fd >= 0 => Ok(fd),
         _ => Err(format!("`{s}` is not a descriptor number")),
+    }
+}
+
+/// A process id: a positive int.
+fn parse_pid(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("`{s}` is not a process id")),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod csum;
 pub mod filter;
 pub mod neigh;
 pub mod run;
+pub mod sandbox;
 pub mod sockets;
 pub mod stats;
 pub mod tun;
@@ -14,5 +15,7 @@ pub mod tun;
 pub use args::{ArgsError, ClatdArgs};
 pub use filter::{rx_filter, rx_filter_exact, FastPathExclusion};
 pub use run::{Exit, Fds, IoCounters, IoLoop, RunError};
-pub use sockets::{open_gso_tx, open_rx, open_tx, set_rx_filter, SocketError};
+pub use sockets::{
+    lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, set_rx_filter, SocketError,
+};
 pub use tun::{check_tun, TunError, TunInfo};

@@ -166,6 +166,39 @@ pub fn set_rx_filter(fd: BorrowedFd<'_>, filter: &[sock_filter]) -> Result<(), S
         .map_err(sys("setsockopt(SO_ATTACH_FILTER)"))
 }
 
+/// `SO_LOCK_FILTER` (asm-generic value, the same on x86_64 and aarch64).
+const SO_LOCK_FILTER: c_int = 44;
+
+/// Make the receive socket's current filter final (`SO_LOCK_FILTER`): from now on nobody
+/// holding the descriptor, the translator included, can replace, detach or widen it, and
+/// [`set_rx_filter`] on it fails with `EPERM`. The supervisor calls this once the final filter
+/// is set (after deciding the fast path) and before it spawns the translator.
+pub fn lock_rx_filter(fd: BorrowedFd<'_>) -> Result<(), SocketError> {
+    let one: c_int = 1;
+    setsockopt(fd, libc::SOL_SOCKET, SO_LOCK_FILTER, &one)
+        .map_err(sys("setsockopt(SO_LOCK_FILTER)"))
+}
+
+/// Whether the socket's filter is locked (see [`lock_rx_filter`]).
+pub fn rx_filter_locked(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut v: c_int = 0;
+    let mut len = mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: `v` and `len` are live and sized for an int option.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_LOCK_FILTER,
+            (&mut v as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v != 0)
+}
+
 /// Open the send socket on uplink `ifindex`: `AF_INET6`, `SOCK_RAW`, `IPPROTO_RAW` (the
 /// packets carry their own IPv6 header, so the CLAT's anycast source goes out unchanged),
 /// bound to the uplink, marked with `fwmark` if given.
