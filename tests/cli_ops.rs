@@ -119,7 +119,7 @@ fn status_without_a_daemon_names_the_socket_and_the_error_once() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert_eq!(err.matches(sock.to_str().unwrap()).count(), 1, "{err}");
         assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
-        assert!(err.contains("is `autoclat run` running"), "{err}");
+        assert!(err.contains("start it with `autoclat run`"), "{err}");
         assert!(o.stdout.is_empty());
     }
 }
