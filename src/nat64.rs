@@ -195,8 +195,6 @@ impl std::fmt::Display for PrefixSource {
     }
 }
 
-/// Why a discovery step found no prefix.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub use dns::{query_dns64, Dns64Answer};
 pub use oneshot::{discover_once, DiscoverOptions, DiscoveryReport};
 pub use state::{dns_servers, Pref64Seen, PrefixState};
 
+/// Why a discovery step found no prefix.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     /// No DNS server is known for the uplink (no RDNSS, none in resolv.conf, none configured).
