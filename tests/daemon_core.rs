@@ -358,6 +358,41 @@ fn pieces_not_yet_reported_get_a_grace_period() {
     drop(actions);
 }
 
+/// `ip addr flush` deletes in rounds: the address put back by a repair can be deleted again
+/// before the inventory ever shows it. Until it is seen, status must not say `running`; past the
+/// grace it is missing again and put back again (regression: e2e `a_flushed_address_is_repaired`).
+#[test]
+fn a_repaired_piece_deleted_again_before_it_was_seen_is_not_called_running() {
+    let mut w = World::running();
+    w.tun_mut().v4_addrs.clear();
+    w.tun_mut().default_routes.clear();
+    w.tun_mut().v4_default_route = false;
+    assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
+    w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
+    // The flush's next round took the address (and with it the route) again.
+    w.tun_mut().v4_addrs.clear();
+    w.tun_mut().default_routes.clear();
+    w.tun_mut().v4_default_route = false;
+    assert_eq!(
+        w.pass(),
+        vec![],
+        "within the grace: its event may be on its way"
+    );
+    let s = w.status(UPLINK);
+    assert_eq!(s.state, UplinkState::Repairing, "{s:?}");
+    assert!(
+        s.reason.as_deref().unwrap().contains("IPv4 address"),
+        "{s:?}"
+    );
+    w.advance(Duration::from_secs(3));
+    assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
+    w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
+    assert_eq!(w.pass(), vec![]);
+    let s = w.status(UPLINK);
+    assert_eq!(s.state, UplinkState::Running, "{s:?}");
+    assert_eq!(s.repairs, 2);
+}
+
 #[test]
 fn a_crashed_translator_is_respawned_after_backoff() {
     let mut w = World::running();

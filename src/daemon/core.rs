@@ -140,6 +140,9 @@ pub struct ClatRecord {
     seen: BTreeMap<Piece, Seen>,
     /// What the last pass found missing (empty: complete).
     pub missing: Vec<Piece>,
+    /// Pieces put back by a repair that the inventory has not shown yet: the CLAT is not
+    /// called `running` until they are seen (or, past [`CONFIRM_GRACE`], found missing).
+    unconfirmed: Vec<Piece>,
     fight: RepairFight,
     /// A repair failed: the CLAT is restarted whole.
     broken: Option<String>,
@@ -377,6 +380,7 @@ impl Core {
                             programs_missing: false,
                             seen: OBSERVED.iter().map(|p| (*p, Seen::Pending(now))).collect(),
                             missing: Vec::new(),
+                            unconfirmed: Vec::new(),
                             fight: RepairFight::default(),
                             broken: None,
                         });
@@ -428,6 +432,9 @@ impl Core {
                         for p in renewed {
                             if OBSERVED.contains(p) {
                                 clat.seen.insert(*p, Seen::Pending(now));
+                                if !clat.unconfirmed.contains(p) {
+                                    clat.unconfirmed.push(*p);
+                                }
                             }
                         }
                     }
@@ -644,6 +651,18 @@ fn clat_state(link: &LinkCore, c: &ClatRecord, now: Instant) -> (UplinkState, Op
         };
         return (UplinkState::Repairing, Some(reason));
     }
+    if !c.unconfirmed.is_empty() {
+        let what = c
+            .unconfirmed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return (
+            UplinkState::Repairing,
+            Some(format!("put back {what}; waiting to see it in place")),
+        );
+    }
     if !c.child_alive {
         let exit = link.last_exit.clone().unwrap_or_default();
         let reason = match &link.failure {
@@ -837,6 +856,7 @@ fn reconcile_link(
     for piece in OBSERVED {
         if observed(piece, clat, inv) {
             clat.seen.insert(piece, Seen::Present);
+            clat.unconfirmed.retain(|p| *p != piece);
         } else {
             match clat.seen.get(&piece) {
                 Some(Seen::Pending(t)) if now < *t + CONFIRM_GRACE => {}
@@ -856,6 +876,7 @@ fn reconcile_link(
             tracing::warn!(uplink = %uplink.name, "missing: {}", missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
         }
         clat.missing.clone_from(&missing);
+        clat.unconfirmed.retain(|p| !missing.contains(p));
         if clat.fight.may_repair(&missing, now).is_ok() {
             actions.push(Action::Repair {
                 ifindex,
