@@ -181,10 +181,18 @@ impl World {
             },
             self.now,
         );
-        self.inv.links.insert(
-            tun_ifindex,
-            tun(tun_ifindex, "eth0", Ipv4Addr::new(192, 0, 0, 4), 2048),
-        );
+        self.events_arrive(tun_ifindex);
+    }
+
+    /// The kernel's events about the complete tun arrive (removals counted so far kept).
+    fn events_arrive(&mut self, tun_ifindex: u32) {
+        let mut t = tun(tun_ifindex, "eth0", Ipv4Addr::new(192, 0, 0, 4), 2048);
+        t.v4_removals = self
+            .inv
+            .links
+            .get(&tun_ifindex)
+            .map_or(0, |o| o.v4_removals);
+        self.inv.links.insert(tun_ifindex, t);
     }
 }
 
@@ -359,20 +367,32 @@ fn pieces_not_yet_reported_get_a_grace_period() {
 }
 
 /// `ip addr flush` deletes in rounds: the address put back by a repair can be deleted again
-/// before the inventory ever shows it. Until it is seen, status must not say `running`; past the
-/// grace it is missing again and put back again (regression: e2e `a_flushed_address_is_repaired`).
+/// before the inventory ever shows it present. Regression (e2e `a_flushed_address_is_repaired`
+/// and the repair benchmark: 2 s instead of milliseconds): a removal seen since the repair was
+/// asked means "deleted again", repaired at once; no removal means "event on its way", and
+/// until the piece is seen status says `repairing`, never `running`.
 #[test]
-fn a_repaired_piece_deleted_again_before_it_was_seen_is_not_called_running() {
+fn a_repaired_piece_deleted_again_before_it_was_seen() {
     let mut w = World::running();
-    w.tun_mut().v4_addrs.clear();
-    w.tun_mut().default_routes.clear();
-    w.tun_mut().v4_default_route = false;
+    let flush = |w: &mut World| {
+        let t = w.tun_mut();
+        t.v4_addrs.clear();
+        t.default_routes.clear();
+        t.v4_default_route = false;
+        t.v4_removals += 2;
+    };
+    flush(&mut w);
     assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
     w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
     // The flush's next round took the address (and with it the route) again.
-    w.tun_mut().v4_addrs.clear();
-    w.tun_mut().default_routes.clear();
-    w.tun_mut().v4_default_route = false;
+    flush(&mut w);
+    assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
+    w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
+    // Put back, and its events not in yet: wait, and do not call it running.
+    let t = w.tun_mut();
+    t.v4_addrs.clear();
+    t.default_routes.clear();
+    t.v4_default_route = false;
     assert_eq!(
         w.pass(),
         vec![],
@@ -384,9 +404,7 @@ fn a_repaired_piece_deleted_again_before_it_was_seen_is_not_called_running() {
         s.reason.as_deref().unwrap().contains("IPv4 address"),
         "{s:?}"
     );
-    w.advance(Duration::from_secs(3));
-    assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
-    w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
+    w.events_arrive(TUN);
     assert_eq!(w.pass(), vec![]);
     let s = w.status(UPLINK);
     assert_eq!(s.state, UplinkState::Running, "{s:?}");
@@ -508,9 +526,11 @@ fn a_prefix_change_restarts_the_clat() {
     let pref = |p: &str, now: Instant| LearntPref64 {
         prefix: p.parse().unwrap(),
         expires: now + Duration::from_secs(600),
+        router: Some("fe80::1".parse().unwrap()),
+        learnt: now,
     };
     let mut w = World::new(config, []);
-    up.pref64 = Some(pref(PREFIX, w.now));
+    up.pref64s = vec![pref(PREFIX, w.now)];
     w.inv.links.insert(UPLINK, up);
     let actions = w.pass();
     // No DNS64 query while PREF64 (ranked before it) holds.
@@ -521,7 +541,7 @@ fn a_prefix_change_restarts_the_clat() {
     w.start_ok(&actions[0], TUN);
     assert_eq!(w.status(UPLINK).prefix_source, Some(PrefixSource::Pref64));
     let now = w.now;
-    w.inv.links.get_mut(&UPLINK).unwrap().pref64 = Some(pref("2001:db8:100::/56", now));
+    w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![pref("2001:db8:100::/56", now)];
     let actions = w.pass();
     match &actions[..] {
         [Action::Stop {

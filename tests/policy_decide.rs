@@ -581,3 +581,26 @@ fn decision_serialises_for_status() {
     assert_eq!(json["run"]["v6_net"], "2001:db8:1::");
     assert_eq!(json["run"]["fast_path"], "auto");
 }
+
+/// Issue 8: a NAT64 prefix inside the uplink's own prefix (static, or from DNS64) is refused
+/// with the reason, whatever its source.
+#[test]
+fn a_nat64_prefix_inside_the_uplinks_own_prefix_is_refused() {
+    let inv = inventory([v6_only(2, "eth0")]);
+    let up = inv.by_name("eth0").unwrap();
+    for source in [PrefixSource::Static, PrefixSource::Dns64] {
+        let d = decide(
+            &Config::default(),
+            &inv,
+            up,
+            Some(("2001:db8:1::/96".parse().unwrap(), source)),
+        );
+        assert_skip(
+            &d,
+            SkipState::Waiting,
+            &format!(
+                "NAT64 prefix ({source}) refused: `2001:db8:1::/96` is inside the uplink's own prefix 2001:db8:1::/64"
+            ),
+        );
+    }
+}

@@ -143,6 +143,9 @@ pub struct ClatRecord {
     /// Pieces put back by a repair that the inventory has not shown yet: the CLAT is not
     /// called `running` until they are seen (or, past [`CONFIRM_GRACE`], found missing).
     unconfirmed: Vec<Piece>,
+    /// The tun's `v4_removals` when the last repair was asked: a removal since then means a
+    /// piece put back and not seen was deleted again, not that its event is still on its way.
+    removals_at_repair: u64,
     fight: RepairFight,
     /// A repair failed: the CLAT is restarted whole.
     broken: Option<String>,
@@ -294,7 +297,7 @@ fn dns64_may_ask(rule_enable: bool, uplink: &Uplink, own: bool) -> bool {
 }
 
 fn pref64_of(uplink: &Uplink) -> Pref64Seen {
-    uplink.pref64.as_ref().map(|p| (p.prefix, p.expires))
+    uplink.pref64().map(|p| (p.prefix, p.expires))
 }
 
 impl Core {
@@ -381,6 +384,7 @@ impl Core {
                             seen: OBSERVED.iter().map(|p| (*p, Seen::Pending(now))).collect(),
                             missing: Vec::new(),
                             unconfirmed: Vec::new(),
+                            removals_at_repair: 0,
                             fight: RepairFight::default(),
                             broken: None,
                         });
@@ -423,6 +427,9 @@ impl Core {
                             if pieces.contains(&Piece::Programs) {
                                 clat.programs_missing = false;
                             }
+                        }
+                        if new_tun {
+                            clat.removals_at_repair = 0;
                         }
                         let renewed: &[Piece] = if new_tun || pieces.contains(&Piece::Tun) {
                             &OBSERVED
@@ -853,13 +860,20 @@ fn reconcile_link(
 
     // Desired against observed: every piece the inventory can show, and the programs.
     let mut missing = Vec::new();
+    let removals = inv
+        .links
+        .get(&clat.started.tun_ifindex)
+        .map_or(0, |t| t.v4_removals);
+    let removed_since_repair = removals > clat.removals_at_repair;
     for piece in OBSERVED {
         if observed(piece, clat, inv) {
             clat.seen.insert(piece, Seen::Present);
             clat.unconfirmed.retain(|p| *p != piece);
         } else {
+            let removable = matches!(piece, Piece::Address | Piece::Route);
             match clat.seen.get(&piece) {
-                Some(Seen::Pending(t)) if now < *t + CONFIRM_GRACE => {}
+                Some(Seen::Pending(t))
+                    if now < *t + CONFIRM_GRACE && !(removable && removed_since_repair) => {}
                 _ => missing.push(piece),
             }
         }
@@ -878,6 +892,7 @@ fn reconcile_link(
         clat.missing.clone_from(&missing);
         clat.unconfirmed.retain(|p| !missing.contains(p));
         if clat.fight.may_repair(&missing, now).is_ok() {
+            clat.removals_at_repair = removals;
             actions.push(Action::Repair {
                 ifindex,
                 pieces: missing,
