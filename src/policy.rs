@@ -161,7 +161,7 @@ pub fn decide_with_own_tuns(
             let via = inventory
                 .links
                 .values()
-                .find(|l| l.v4_default_route && !ours(l));
+                .find(|l| l.v4_default_route && !ours(l) && !l.is_tunnel());
             if let Some(l) = via {
                 return waiting(format!("native IPv4: default route via {}", l.name));
             }

@@ -99,7 +99,15 @@ impl World {
         }
     }
 
+    /// A pass, without the router solicitations (their own tests see them with `pass_all`).
     fn pass(&mut self) -> Vec<Action> {
+        self.pass_all()
+            .into_iter()
+            .filter(|a| !matches!(a, Action::SolicitRouters { .. }))
+            .collect()
+    }
+
+    fn pass_all(&mut self) -> Vec<Action> {
         self.core.reconcile(&self.inv, &[], self.now)
     }
 
@@ -700,4 +708,188 @@ fn disabled_and_dry_run_start_nothing() {
     assert_eq!(core.reconcile(&inv, &[], now), vec![]);
     let s = core.status(&inv, now);
     assert_eq!(s[0].reason.as_deref(), Some("dry-run: would start a CLAT"));
+}
+
+fn learnt(prefix: &str, router: &str, now: Instant) -> LearntPref64 {
+    LearntPref64 {
+        prefix: prefix.parse().unwrap(),
+        expires: now + Duration::from_secs(600),
+        router: Some(router.parse().unwrap()),
+        learnt: now,
+    }
+}
+
+fn starts_and_stops(actions: &[Action]) -> (usize, usize) {
+    (
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Start { .. }))
+            .count(),
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Stop { .. }))
+            .count(),
+    )
+}
+
+/// Issue 8: a restarted daemon solicits the PREF64 instead of waiting for the next periodic RA:
+/// at most three solicitations, four seconds apart, none once a PREF64 is known, again after the
+/// link comes back.
+#[test]
+fn an_eligible_uplink_without_pref64_solicits_routers() {
+    let config = parse("", "test.toml").unwrap();
+    let mut w = World::new(config, [v6_only(UPLINK, "eth0")]);
+    let rs = |n: u8| Action::SolicitRouters {
+        ifindex: UPLINK,
+        uplink: "eth0".into(),
+        nth: n,
+    };
+    let solicits = |a: Vec<Action>| -> Vec<Action> {
+        a.into_iter()
+            .filter(|a| matches!(a, Action::SolicitRouters { .. }))
+            .collect()
+    };
+    assert_eq!(solicits(w.pass_all()), vec![rs(1)]);
+    assert_eq!(solicits(w.pass_all()), vec![], "not again at once");
+    let due = w.core.next_deadline(&w.inv, w.now).unwrap();
+    assert!(due <= w.now + Duration::from_secs(4));
+    w.advance(Duration::from_secs(4));
+    assert_eq!(solicits(w.pass_all()), vec![rs(2)]);
+    w.advance(Duration::from_secs(4));
+    assert_eq!(solicits(w.pass_all()), vec![rs(3)]);
+    w.advance(Duration::from_secs(4));
+    assert_eq!(solicits(w.pass_all()), vec![], "three at most");
+    // Link bounce: eligible again, solicits again.
+    w.inv.links.get_mut(&UPLINK).unwrap().carrier = false;
+    w.pass_all();
+    w.inv.links.get_mut(&UPLINK).unwrap().carrier = true;
+    assert_eq!(solicits(w.pass_all()), vec![rs(1)]);
+    // A PREF64 arrives: no more.
+    let now = w.now;
+    w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![learnt(PREFIX, "fe80::1", now)];
+    w.advance(Duration::from_secs(4));
+    assert_eq!(solicits(w.pass_all()), vec![]);
+    // Not where PREF64 is not a source, nor in a dry run.
+    let cfg = parse("[discovery]\norder = [\"dns64\"]\n", "t.toml").unwrap();
+    let mut w = World::new(cfg, [v6_only(UPLINK, "eth0")]);
+    assert_eq!(solicits(w.pass_all()), vec![]);
+}
+
+/// Issue 8 / RFC 9872: DNS64 answers first and starts the CLAT; the RA's PREF64 then confirms
+/// the same prefix: no restart, `prefix_source = pref64`, and no more DNS64 queries.
+#[test]
+fn pref64_confirming_dns64_takes_over_without_a_restart() {
+    let config = parse("", "test.toml").unwrap();
+    let mut up = v6_only(UPLINK, "eth0");
+    let mut w = World::new(config, []);
+    up.rdnss = vec![LearntRdnss {
+        server: "2001:db8::53".parse().unwrap(),
+        expires: w.now + Duration::from_secs(100_000),
+    }];
+    w.inv.links.insert(UPLINK, up);
+    assert!(matches!(&w.pass()[..], [Action::QueryDns64 { .. }]));
+    w.core.on_input(
+        Input::Dns64 {
+            ifindex: UPLINK,
+            result: Ok(Dns64Answer {
+                prefix: PREFIX.parse().unwrap(),
+                others: Vec::new(),
+                ttl: Duration::from_secs(300),
+                server: "[2001:db8::53]:53".parse().unwrap(),
+            }),
+        },
+        w.now,
+    );
+    let actions = w.pass();
+    w.start_ok(&actions[0], TUN);
+    assert_eq!(w.status(UPLINK).prefix_source, Some(PrefixSource::Dns64));
+    let now = w.now;
+    w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![learnt(PREFIX, "fe80::1", now)];
+    assert_eq!(w.pass(), vec![], "same prefix: no restart");
+    let s = w.status(UPLINK);
+    assert_eq!(s.prefix_source, Some(PrefixSource::Pref64));
+    assert_eq!(s.state, UplinkState::Running);
+    // Past the DNS64 refresh time (and its TTL): no query while PREF64 holds.
+    for _ in 0..10 {
+        w.advance(Duration::from_secs(50));
+        let now = w.now;
+        w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![learnt(PREFIX, "fe80::1", now)];
+        assert_eq!(w.pass(), vec![]);
+    }
+}
+
+/// Issue 8: a router alternating two PREF64s (968 RAs in 10 s in the report) restarts the CLAT
+/// a handful of times, not once per RA; status shows the hold-down; the last prefix wins once
+/// the flapping stops.
+#[test]
+fn a_flapping_pref64_is_held_down() {
+    let config = parse("", "test.toml").unwrap();
+    let mut up = v6_only(UPLINK, "eth0");
+    let mut w = World::new(config, []);
+    up.pref64s = vec![learnt("2001:db8:a::/96", "fe80::1", w.now)];
+    w.inv.links.insert(UPLINK, up);
+    let actions = w.pass();
+    w.start_ok(&actions[0], TUN);
+    let mut tun = TUN;
+    let (mut starts, mut held_seen) = (0, false);
+    for i in 0..968u32 {
+        w.advance(Duration::from_micros(10_330));
+        let p = if i % 2 == 0 {
+            "2001:db8:b::/96"
+        } else {
+            "2001:db8:a::/96"
+        };
+        let now = w.now;
+        w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![learnt(p, "fe80::1", now)];
+        let actions = w.pass();
+        let (s, _) = starts_and_stops(&actions);
+        for a in &actions {
+            if let Action::Stop { .. } = a {
+                w.inv.links.remove(&tun);
+            }
+            if let Action::Start { .. } = a {
+                tun += 1;
+                w.start_ok(a, tun);
+            }
+        }
+        starts += s;
+        held_seen |= w
+            .status(UPLINK)
+            .reason
+            .is_some_and(|r| r.contains("held down"));
+    }
+    assert!(starts <= 4, "{starts} restarts in 10 s of flapping");
+    assert!(
+        starts >= 2,
+        "a real change still restarts at once: {starts}"
+    );
+    assert!(held_seen, "status shows the hold-down");
+    // The flapping stops on B: after the hold, the CLAT runs on B.
+    let now = w.now;
+    w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![learnt("2001:db8:b::/96", "fe80::1", now)];
+    let mut on_b = w
+        .core
+        .clat(UPLINK)
+        .is_some_and(|c| c.plan.prefix.to_string() == "2001:db8:b::/96");
+    for _ in 0..700 {
+        if on_b {
+            break;
+        }
+        w.advance(Duration::from_secs(1));
+        for a in w.pass() {
+            if let Action::Stop { .. } = a {
+                w.inv.links.remove(&tun);
+            }
+            if let Action::Start { .. } = a {
+                tun += 1;
+                w.start_ok(&a, tun);
+            }
+        }
+        on_b = w
+            .core
+            .clat(UPLINK)
+            .is_some_and(|c| c.plan.prefix.to_string() == "2001:db8:b::/96");
+    }
+    assert!(on_b, "{:?}", w.status(UPLINK));
+    assert_eq!(w.status(UPLINK).state, UplinkState::Running);
 }

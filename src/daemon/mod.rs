@@ -445,6 +445,18 @@ impl Daemon {
                     self.hooks.fire(ev);
                 }
             }
+            Action::SolicitRouters {
+                ifindex,
+                uplink,
+                nth,
+            } => match crate::discovery::rs::send_router_solicitation(ifindex) {
+                Ok(()) => tracing::info!(
+                    uplink = %uplink,
+                    "no PREF64 known: router solicitation {nth} of {} sent",
+                    crate::daemon::core::ROUTER_SOLICITATIONS
+                ),
+                Err(e) => tracing::debug!(uplink = %uplink, "{e}"),
+            },
             Action::Repair { ifindex, pieces } => {
                 let Some(clat) = self.clats.get_mut(&ifindex) else {
                     return;

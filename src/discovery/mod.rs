@@ -9,6 +9,7 @@ pub mod ndopt;
 pub mod oneshot;
 pub mod resolvconf;
 pub mod rfc7050;
+pub mod rs;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -61,6 +61,27 @@ pub struct LearntRdnss {
     pub expires: Instant,
 }
 
+/// Link kinds (`IFLA_INFO_KIND`) of tunnels: an IPv4 default route through one of them is a
+/// VPN or tunnel whose transport may well run over the CLAT, so it is never native IPv4 (README
+/// "Native IPv4, VPNs and tunnels"). `tun` covers tun and tap devices (OpenVPN, wireguard-go…).
+pub const TUNNEL_KINDS: [&str; 15] = [
+    "tun",
+    "wireguard",
+    "ipip",
+    "gre",
+    "gretap",
+    "sit",
+    "vti",
+    "vti6",
+    "ip6tnl",
+    "ip6gre",
+    "ip6gretap",
+    "xfrm",
+    "ipsec",
+    "ovpn",
+    "ovpn-dco",
+];
+
 /// Everything known about one network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uplink {
@@ -150,6 +171,13 @@ impl Uplink {
             .map(|a| (a.addr, a.prefix_len))
     }
 
+    /// Whether this interface is a tunnel (its kind is one of [`TUNNEL_KINDS`]).
+    pub fn is_tunnel(&self) -> bool {
+        self.kind
+            .as_deref()
+            .is_some_and(|k| TUNNEL_KINDS.contains(&k))
+    }
+
     /// Whether this interface is a CLAT interface made by autoclat (alias `autoclat:*`).
     pub fn is_ours(&self) -> bool {
         self.alias
@@ -170,12 +198,12 @@ impl Inventory {
         self.links.values().find(|l| l.name == name)
     }
 
-    /// Whether the host has an IPv4 default route through a link that is not one of our CLAT
-    /// interfaces ("native IPv4" for `ipv4_check = "host"`).
+    /// Whether the host has an IPv4 default route through a link that is neither one of our
+    /// CLAT interfaces nor a tunnel ("native IPv4" for `ipv4_check = "host"`).
     pub fn has_native_v4_default(&self) -> bool {
         self.links
             .values()
-            .any(|l| l.v4_default_route && !l.is_ours())
+            .any(|l| l.v4_default_route && !l.is_ours() && !l.is_tunnel())
     }
 
     /// Every IPv4 address in use on the host (to choose a free CLAT address).
