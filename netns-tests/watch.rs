@@ -97,7 +97,8 @@ impl Watched {
             for l in mine.links.values_mut() {
                 l.pref64s.clear();
                 l.pref64_refused = None;
-                l.v4_removals = 0;
+                l.v4_addr_arrivals = 0;
+                l.v4_route_arrivals = 0;
                 l.rdnss.clear();
                 l.default_routes.sort();
                 l.v4_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
@@ -105,6 +106,8 @@ impl Watched {
             }
             let mut fresh = fresh;
             for l in fresh.links.values_mut() {
+                l.v4_addr_arrivals = 0;
+                l.v4_route_arrivals = 0;
                 l.default_routes.sort();
                 l.v4_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
                 l.v6_addrs.sort_by_key(|a| (a.addr, a.prefix_len));

@@ -177,6 +177,12 @@ impl World {
 
     /// Reports a repair as done, the kernel's events included.
     fn repaired(&mut self, pieces: Vec<Piece>, tun_ifindex: u32, new_child: bool) {
+        self.repaired_quietly(pieces, tun_ifindex, new_child);
+        self.events_arrive(tun_ifindex);
+    }
+
+    /// Reports a repair as done; the kernel's events are not in yet.
+    fn repaired_quietly(&mut self, pieces: Vec<Piece>, tun_ifindex: u32, new_child: bool) {
         let mut started = self.started(tun_ifindex);
         if !new_child {
             started.pid = self.core.clat(UPLINK).unwrap().started.pid;
@@ -189,17 +195,17 @@ impl World {
             },
             self.now,
         );
-        self.events_arrive(tun_ifindex);
     }
 
-    /// The kernel's events about the complete tun arrive (removals counted so far kept).
+    /// The kernel's events about the complete tun arrive: its address and route appear (and
+    /// are counted as arrivals, on top of those before).
     fn events_arrive(&mut self, tun_ifindex: u32) {
         let mut t = tun(tun_ifindex, "eth0", Ipv4Addr::new(192, 0, 0, 4), 2048);
-        t.v4_removals = self
-            .inv
-            .links
-            .get(&tun_ifindex)
-            .map_or(0, |o| o.v4_removals);
+        if let Some(old) = self.inv.links.get(&tun_ifindex) {
+            t.v4_addr_arrivals = old.v4_addr_arrivals + u64::from(old.v4_addrs.is_empty());
+            t.v4_route_arrivals = old.v4_route_arrivals
+                + u64::from(!old.default_routes.iter().any(|r| r.family == Family::V4));
+        }
         self.inv.links.insert(tun_ifindex, t);
     }
 }
@@ -375,32 +381,30 @@ fn pieces_not_yet_reported_get_a_grace_period() {
 }
 
 /// `ip addr flush` deletes in rounds: the address put back by a repair can be deleted again
-/// before the inventory ever shows it present. Regression (e2e `a_flushed_address_is_repaired`
-/// and the repair benchmark: 2 s instead of milliseconds): a removal seen since the repair was
-/// asked means "deleted again", repaired at once; no removal means "event on its way", and
-/// until the piece is seen status says `repairing`, never `running`.
+/// before the core looks. Regression (e2e `a_flushed_address_is_repaired`, and the repair
+/// benchmark: 2 s instead of milliseconds, then spurious repairs on the flush's own queued
+/// events): a piece seen arriving since the repair was asked and absent now was deleted again,
+/// and is repaired at once; deletions queued from before the repair change nothing; a piece not
+/// seen yet waits for its event, and until then status says `repairing`, never `running`.
 #[test]
-fn a_repaired_piece_deleted_again_before_it_was_seen() {
+fn a_repaired_piece_deleted_again_before_the_core_looked() {
     let mut w = World::running();
     let flush = |w: &mut World| {
         let t = w.tun_mut();
         t.v4_addrs.clear();
         t.default_routes.clear();
         t.v4_default_route = false;
-        t.v4_removals += 2;
     };
     flush(&mut w);
     assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
-    w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
-    // The flush's next round took the address (and with it the route) again.
+    w.repaired_quietly(vec![Piece::Address, Piece::Route], TUN, false);
+    // Only the flush's own (earlier) deletions are processed: wait for our events.
+    assert_eq!(w.pass(), vec![], "our events are still on their way");
+    // Our address and route arrive, and the flush's next round takes them again.
+    w.events_arrive(TUN);
     flush(&mut w);
     assert_eq!(w.pass(), repair(&[Piece::Address, Piece::Route]));
-    w.repaired(vec![Piece::Address, Piece::Route], TUN, false);
-    // Put back, and its events not in yet: wait, and do not call it running.
-    let t = w.tun_mut();
-    t.v4_addrs.clear();
-    t.default_routes.clear();
-    t.v4_default_route = false;
+    w.repaired_quietly(vec![Piece::Address, Piece::Route], TUN, false);
     assert_eq!(
         w.pass(),
         vec![],

@@ -169,9 +169,10 @@ pub struct ClatRecord {
     /// Pieces put back by a repair that the inventory has not shown yet: the CLAT is not
     /// called `running` until they are seen (or, past [`CONFIRM_GRACE`], found missing).
     unconfirmed: Vec<Piece>,
-    /// The tun's `v4_removals` when the last repair was asked: a removal since then means a
-    /// piece put back and not seen was deleted again, not that its event is still on its way.
-    removals_at_repair: u64,
+    /// The tun's `(v4_addr_arrivals, v4_route_arrivals)` when the last repair was asked: an
+    /// arrival since then, with the piece absent, means it was put back, seen, and deleted
+    /// again — not that its event is still on its way.
+    arrivals_at_repair: (u64, u64),
     fight: RepairFight,
     /// A repair failed: the CLAT is restarted whole.
     broken: Option<String>,
@@ -483,7 +484,7 @@ impl Core {
                             seen: OBSERVED.iter().map(|p| (*p, Seen::Pending(now))).collect(),
                             missing: Vec::new(),
                             unconfirmed: Vec::new(),
-                            removals_at_repair: 0,
+                            arrivals_at_repair: (0, 0),
                             fight: RepairFight::default(),
                             broken: None,
                         });
@@ -528,7 +529,7 @@ impl Core {
                             }
                         }
                         if new_tun {
-                            clat.removals_at_repair = 0;
+                            clat.arrivals_at_repair = (0, 0);
                         }
                         let renewed: &[Piece] = if new_tun || pieces.contains(&Piece::Tun) {
                             &OBSERVED
@@ -1016,20 +1017,22 @@ fn reconcile_link(
 
     // Desired against observed: every piece the inventory can show, and the programs.
     let mut missing = Vec::new();
-    let removals = inv
+    let arrivals = inv
         .links
         .get(&clat.started.tun_ifindex)
-        .map_or(0, |t| t.v4_removals);
-    let removed_since_repair = removals > clat.removals_at_repair;
+        .map_or((0, 0), |t| (t.v4_addr_arrivals, t.v4_route_arrivals));
     for piece in OBSERVED {
         if observed(piece, clat, inv) {
             clat.seen.insert(piece, Seen::Present);
             clat.unconfirmed.retain(|p| *p != piece);
         } else {
-            let removable = matches!(piece, Piece::Address | Piece::Route);
+            let seen_and_gone = match piece {
+                Piece::Address => arrivals.0 > clat.arrivals_at_repair.0,
+                Piece::Route => arrivals.1 > clat.arrivals_at_repair.1,
+                _ => false,
+            };
             match clat.seen.get(&piece) {
-                Some(Seen::Pending(t))
-                    if now < *t + CONFIRM_GRACE && !(removable && removed_since_repair) => {}
+                Some(Seen::Pending(t)) if now < *t + CONFIRM_GRACE && !seen_and_gone => {}
                 _ => missing.push(piece),
             }
         }
@@ -1048,7 +1051,7 @@ fn reconcile_link(
         clat.missing.clone_from(&missing);
         clat.unconfirmed.retain(|p| !missing.contains(p));
         if clat.fight.may_repair(&missing, now).is_ok() {
-            clat.removals_at_repair = removals;
+            clat.arrivals_at_repair = arrivals;
             actions.push(Action::Repair {
                 ifindex,
                 pieces: missing,

@@ -113,10 +113,11 @@ pub struct Uplink {
     pub rdnss: Vec<LearntRdnss>,
     /// The last PREF64 refused on this link and why (logged once per new value).
     pub pref64_refused: Option<String>,
-    /// How many IPv4 addresses and IPv4 default routes have gone away from this link since the
-    /// watcher first saw it: the core tells "put back, then deleted again before we looked"
-    /// (`ip addr flush` deletes in rounds) from "put back, event still on its way".
-    pub v4_removals: u64,
+    /// How many IPv4 addresses, and IPv4 default routes, have appeared on this link since the
+    /// watcher first saw it: the core tells "put back, seen, and deleted again before it
+    /// looked" (`ip addr flush` deletes in rounds) from "put back, event still on its way".
+    pub v4_addr_arrivals: u64,
+    pub v4_route_arrivals: u64,
 }
 
 impl Uplink {
@@ -139,7 +140,8 @@ impl Uplink {
             pref64s: Vec::new(),
             rdnss: Vec::new(),
             pref64_refused: None,
-            v4_removals: 0,
+            v4_addr_arrivals: 0,
+            v4_route_arrivals: 0,
         }
     }
 
@@ -366,15 +368,23 @@ impl Inventory {
                     .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
                 link.v6_addrs.len() != n
             }
-            AddrChange::V4(a) => upsert(&mut link.v4_addrs, a, |x, a| {
-                x.addr == a.addr && x.prefix_len == a.prefix_len
-            }),
+            AddrChange::V4(a) => {
+                let new = !link
+                    .v4_addrs
+                    .iter()
+                    .any(|x| x.addr == a.addr && x.prefix_len == a.prefix_len);
+                if new {
+                    link.v4_addr_arrivals += 1;
+                }
+                upsert(&mut link.v4_addrs, a, |x, a| {
+                    x.addr == a.addr && x.prefix_len == a.prefix_len
+                })
+            }
             AddrChange::V4Gone { addr, prefix_len } => {
                 let n = link.v4_addrs.len();
                 link.v4_addrs
                     .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
                 let mut changed = link.v4_addrs.len() != n;
-                link.v4_removals += (n - link.v4_addrs.len()) as u64;
                 // The kernel silently flushes IPv4 routes when their link loses its last IPv4
                 // address, and anywhere when their preferred source is no longer on the host.
                 if link.v4_addrs.is_empty() {
@@ -405,6 +415,9 @@ impl Inventory {
         for r in routes {
             if let Some(link) = self.links.get_mut(&r.oif) {
                 if !link.default_routes.contains(&r) {
+                    if r.family == Family::V4 {
+                        link.v4_route_arrivals += 1;
+                    }
                     link.default_routes.push(r);
                     link.refresh_route_flags();
                     changed = true;
@@ -490,7 +503,8 @@ impl Inventory {
                 link.pref64s.clone_from(&old.pref64s);
                 link.rdnss.clone_from(&old.rdnss);
                 link.pref64_refused.clone_from(&old.pref64_refused);
-                link.v4_removals = old.v4_removals;
+                link.v4_addr_arrivals = old.v4_addr_arrivals;
+                link.v4_route_arrivals = old.v4_route_arrivals;
             }
         }
         let changed = *self != fresh;
@@ -539,16 +553,8 @@ fn make_room<T>(list: &mut Vec<T>, cap: usize, expires: impl Fn(&T) -> Instant) 
 /// Keep the link's default routes for which `keep` holds; returns whether any went away.
 fn retain_routes(link: &mut Uplink, keep: impl Fn(&DefaultRoute) -> bool) -> bool {
     let n = link.default_routes.len();
-    let v4 = |l: &Uplink| {
-        l.default_routes
-            .iter()
-            .filter(|r| r.family == Family::V4)
-            .count()
-    };
-    let v4_before = v4(link);
     link.default_routes.retain(|r| keep(r));
     link.refresh_route_flags();
-    link.v4_removals += (v4_before - v4(link)) as u64;
     link.default_routes.len() != n
 }
 
