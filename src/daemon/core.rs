@@ -425,6 +425,18 @@ impl Core {
             .collect()
     }
 
+    /// Whether the uplink `ifindex` would get a CLAT if a NAT64 prefix were known: the prefix
+    /// is all it waits for (so a failing discovery is worth a warning).
+    pub fn would_run_with_a_prefix(&self, inv: &Inventory, ifindex: u32) -> bool {
+        let Some(uplink) = inv.links.get(&ifindex) else {
+            return false;
+        };
+        let any = Some((crate::nat64::WELL_KNOWN, PrefixSource::Static));
+        decide_with_own_tuns(&self.config, inv, uplink, any, &self.own_tuns())
+            .plan()
+            .is_some()
+    }
+
     /// The record of the CLAT running on `ifindex`, if any.
     pub fn clat(&self, ifindex: u32) -> Option<&ClatRecord> {
         self.links.get(&ifindex).and_then(|l| l.clat.as_ref())

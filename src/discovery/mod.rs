@@ -9,6 +9,7 @@ pub mod ndopt;
 pub mod oneshot;
 pub mod resolvconf;
 pub mod rfc7050;
+pub mod resolvwatch;
 pub mod rs;
 pub mod state;
 
