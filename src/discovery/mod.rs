@@ -8,8 +8,8 @@ pub mod dns;
 pub mod ndopt;
 pub mod oneshot;
 pub mod resolvconf;
-pub mod rfc7050;
 pub mod resolvwatch;
+pub mod rfc7050;
 pub mod rs;
 pub mod state;
 
