@@ -199,7 +199,8 @@ pub fn decide_with_own_tuns(
         prefix,
         prefix_source,
         v6_net: slash64(source_addr.addr),
-        uplink_mtu: uplink.mtu,
+        // The IPv6 path MTU of the uplink: an RA's MTU option lowers it below the link's.
+        uplink_mtu: uplink.v6_mtu.map_or(uplink.mtu, |m| m.min(uplink.mtu)),
         route_metric: rule.route_metric,
         fast_path: rule.fast_path,
     })
