@@ -13,8 +13,6 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::discovery::ndopt::{parse_nduseropt, NdOptError, NdUserOpt};
-
 use super::inventory::{
     AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, V4Addr, V6Addr,
 };
@@ -23,8 +21,6 @@ use super::inventory::{
 pub const RTM_NEWNDUSEROPT: u16 = 68;
 /// `RTNLGRP_ND_USEROPT`: the multicast group the kernel forwards RA options to.
 pub const RTNLGRP_ND_USEROPT: u32 = 20;
-
-const NLMSG_HDRLEN: usize = 16;
 
 /// The events in one message from the rtnetlink event stream (or a dump): links, addresses and
 /// main-table default routes; everything else gives none.
@@ -289,25 +285,8 @@ pub fn inventory_from_dump<'a>(
 }
 
 /// The `RTM_NEWNDUSEROPT` messages in one datagram from the ND user-option group, each parsed
-/// (other message types are skipped). A malformed netlink header ends the walk with an error.
-pub fn nduseropt_messages(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>> {
-    let mut out = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            out.push(Err(NdOptError::Truncated("netlink message header")));
-            break;
-        }
-        if kind == RTM_NEWNDUSEROPT {
-            out.push(parse_nduseropt(&rest[NLMSG_HDRLEN..len]));
-        }
-        let aligned = (len + 3) & !3;
-        rest = rest.get(aligned..).unwrap_or(&[]);
-    }
-    out
-}
+/// (other message types are skipped): the one walker, [`crate::discovery::ndopt::nduseropts_in_datagram`].
+pub use crate::discovery::ndopt::nduseropts_in_datagram as nduseropt_messages;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
