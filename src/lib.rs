@@ -19,5 +19,6 @@ pub mod nlmsg;
 pub mod notify;
 pub mod policy;
 pub mod translator;
+pub mod tunif;
 pub mod watch;
 pub mod xlat;

@@ -2,7 +2,6 @@
 //! without packet information headers, and whether packets carry a `virtio_net_hdr`
 //! (`IFF_VNET_HDR`, and of which size).
 
-use std::ffi::CStr;
 use std::io;
 use std::mem;
 use std::os::fd::RawFd;
@@ -42,11 +41,7 @@ pub enum TunError {
     },
 }
 
-/// `IFF_VNET_HDR` from `<linux/if_tun.h>`.
-const IFF_VNET_HDR: i32 = 0x4000;
-/// `TUNGETVNETHDRSZ` is `_IOR('T', 215, int)`.
-const TUNGETVNETHDRSZ: libc::c_ulong =
-    nix::request_code_read!(b'T', 215, mem::size_of::<libc::c_int>()) as libc::c_ulong;
+use crate::tunif::{ifreq, ifreq_name, IFF_VNET_HDR, TUNGETVNETHDRSZ};
 
 /// What `TUNGETIFF` reports about a tun descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +75,12 @@ pub fn check_tun(fd: RawFd) -> Result<TunInfo, TunError> {
     if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
         return Err(TunError::NotCharDevice);
     }
-    // SAFETY: ifreq is plain old data; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { mem::zeroed() };
+    let mut ifr = ifreq("");
     // SAFETY: TUNGETIFF writes one `struct ifreq` into `ifr`, which is live and writable.
     if unsafe { libc::ioctl(fd, libc::TUNGETIFF, &mut ifr) } != 0 {
         return Err(TunError::NotTun(io::Error::last_os_error()));
     }
-    // SAFETY: the kernel NUL-terminates ifr_name (IFNAMSIZ includes the terminator).
-    let name = unsafe { CStr::from_ptr(ifr.ifr_name.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
+    let name = ifreq_name(&ifr);
     // SAFETY: TUNGETIFF fills the flags member of the union.
     let flags = i32::from(unsafe { ifr.ifr_ifru.ifru_flags });
     if flags & libc::IFF_TAP != 0 || flags & libc::IFF_TUN == 0 {
