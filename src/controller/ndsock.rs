@@ -63,7 +63,42 @@ fn send(tx: &OwnedFd, packet: &[u8], dst: Ipv6Addr, ifindex: u32) -> Result<(), 
         })
 }
 
-/// Reads every queued ND message from `rx` (non-blocking); `on` gets each valid one.
+/// Sends the neighbour advertisement for `target` answering `solicitor` (`::`: to all nodes).
+fn advertise(
+    tx: &OwnedFd,
+    ifindex: u32,
+    target: Ipv6Addr,
+    solicitor: Ipv6Addr,
+    mac: [u8; 6],
+) -> Result<(), NdError> {
+    let dst = if solicitor.is_unspecified() {
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
+    } else {
+        solicitor
+    };
+    send(
+        tx,
+        &ndp::advertisement(target, solicitor, mac),
+        dst,
+        ifindex,
+    )
+}
+
+/// Sends one neighbour advertisement for `target` on `ifindex`, answering `solicitor` (`::`:
+/// to all nodes, as a defence against someone's DAD probe).
+pub fn send_advertisement(
+    ifindex: u32,
+    target: Ipv6Addr,
+    solicitor: Ipv6Addr,
+    mac: [u8; 6],
+) -> Result<(), NdError> {
+    let tx = crate::translator::open_tx(ifindex, None)?;
+    advertise(&tx, ifindex, target, solicitor, mac)
+}
+
+/// Reads every queued ND message from `rx` (non-blocking); `on` gets each valid one. Ends with
+/// the `WouldBlock` error once the queue is empty, so that tokio's `try_io` clears the
+/// readiness (any other error is a real one).
 fn drain(rx: &OwnedFd, mut on: impl FnMut(NdMessage)) -> io::Result<()> {
     let mut buf = [0u8; 1500];
     loop {
@@ -73,10 +108,18 @@ fn drain(rx: &OwnedFd, mut on: impl FnMut(NdMessage)) -> io::Result<()> {
                     on(m);
                 }
             }
-            Err(nix::errno::Errno::EAGAIN) => return Ok(()),
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The outcome of one `try_io` of [`drain`]: a real error, or none (the queue is empty and
+/// the readiness cleared).
+fn drained(read: Result<io::Result<()>, tokio::io::unix::TryIoError>) -> io::Result<()> {
+    match read {
+        Ok(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -118,10 +161,7 @@ pub async fn address_in_use(
                 NdMessage::Solicitation { .. } => {}
             })
         });
-        match read {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(e)) => return Err(io_err("read neighbour advertisements")(e)),
-        }
+        drained(read).map_err(io_err("read neighbour advertisements"))?;
         if seen.is_some() {
             return Ok(seen);
         }
@@ -171,18 +211,13 @@ impl NdResponder {
                         }
                     })
                 });
-                if let Ok(Err(e)) = read {
+                if let Err(e) = drained(read) {
                     tracing::debug!(%addr, ifindex, "reading neighbour solicitations: {e}");
+                    guard.clear_ready();
                 }
                 for solicitor in answers {
-                    let na = ndp::advertisement(addr, solicitor, mac);
-                    let dst = if solicitor.is_unspecified() {
-                        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
-                    } else {
-                        solicitor
-                    };
-                    if let Err(e) = send(&tx, &na, dst, ifindex) {
-                        tracing::debug!(%addr, ifindex, "neighbour advertisement to {dst}: {e}");
+                    if let Err(e) = advertise(&tx, ifindex, addr, solicitor, mac) {
+                        tracing::debug!(%addr, ifindex, "neighbour advertisement to {solicitor}: {e}");
                     }
                 }
             }
