@@ -482,11 +482,18 @@ impl Controller {
                     spec.v6, spec.uplink
                 )
             };
-            let mac = ndsock::ethernet_address(spec.uplink_ifindex)
-                .map_err(|e| ControllerError::step(step(), e))?;
-            let responder = NdResponder::start(spec.uplink_ifindex, spec.v6, mac)
-                .map_err(|e| ControllerError::step(step(), e))?;
-            clat.nd_responder = Some(responder);
+            match ndsock::ethernet_address(spec.uplink_ifindex) {
+                Ok(mac) => {
+                    let responder = NdResponder::start(spec.uplink_ifindex, spec.v6, mac)
+                        .map_err(|e| ControllerError::step(step(), e))?;
+                    clat.nd_responder = Some(responder);
+                }
+                // A link without a link-layer address (WireGuard, PPP) resolves no neighbours.
+                Err(NdError::NoMac(_)) => {
+                    tracing::debug!(uplink = %spec.uplink, "no link-layer address: no neighbour solicitation to answer");
+                }
+                Err(e) => return Err(ControllerError::step(step(), e)),
+            }
         }
 
         self.attach_programs(clat)?;
