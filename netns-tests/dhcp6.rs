@@ -171,6 +171,51 @@ fn dhcpv6_only_uplink(mode: &str) {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert!(!anycast.contains(&hex), "no anycast membership: {anycast}");
+
+    // Neighbour unreachability detection: the router's unicast probe for the CLAT address (to
+    // the address itself, not its solicited-node group) is answered too. With mcast_solicit 0
+    // the router cannot fall back to a multicast solicitation, so REACHABLE means the unicast
+    // probe was answered.
+    let clat_v6 = u["v6"].as_str().unwrap().to_owned();
+    let link = topo.link(Ns::Client, "up0").unwrap();
+    let mac = link["address"].as_str().unwrap().to_owned();
+    topo.exec_ok(
+        Ns::Router,
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv6.neigh.br0.delay_first_probe_time=1",
+        ],
+    );
+    topo.exec_ok(
+        Ns::Router,
+        &["sysctl", "-qw", "net.ipv6.neigh.br0.mcast_solicit=0"],
+    );
+    topo.exec_ok(
+        Ns::Router,
+        &[
+            "ip", "-6", "neigh", "replace", &clat_v6, "lladdr", &mac, "dev", "br0", "nud", "stale",
+        ],
+    );
+    let cli = topo.cli.clone();
+    let confirmed = wait_until(WAIT, || {
+        let _ = udp_echo(
+            &cli,
+            (SERVER4, 7).into(),
+            b"nud".to_vec(),
+            Duration::from_millis(300),
+        );
+        topo.exec_ok(
+            Ns::Router,
+            &["ip", "-6", "neigh", "show", &clat_v6, "dev", "br0"],
+        )
+        .contains("REACHABLE")
+    });
+    assert!(
+        confirmed,
+        "the router's unicast probe was not answered: {}",
+        topo.exec_ok(Ns::Router, &["ip", "-6", "neigh", "show", "dev", "br0"])
+    );
     stop_clean(d, &topo);
 }
 
