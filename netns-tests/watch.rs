@@ -95,7 +95,10 @@ impl Watched {
             let fresh = watch::dump().await.unwrap();
             let mut mine = self.inv.clone();
             for l in mine.links.values_mut() {
-                l.pref64 = None;
+                l.pref64s.clear();
+                l.pref64_refused = None;
+                l.v4_addr_arrivals = 0;
+                l.v4_route_arrivals = 0;
                 l.rdnss.clear();
                 l.default_routes.sort();
                 l.v4_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
@@ -103,6 +106,8 @@ impl Watched {
             }
             let mut fresh = fresh;
             for l in fresh.links.values_mut() {
+                l.v4_addr_arrivals = 0;
+                l.v4_route_arrivals = 0;
                 l.default_routes.sort();
                 l.v4_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
                 l.v6_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
@@ -345,13 +350,13 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
         );
         w.until(&format!("PREF64 {prefix} learnt"), |i| {
             uplink(i, up).is_some_and(|l| {
-                l.pref64.as_ref().is_some_and(|p| p.prefix == want)
+                l.pref64().is_some_and(|p| p.prefix == want)
                     && l.rdnss.iter().any(|r| r.server == dns)
             })
         })
         .await;
         let l = uplink(&w.inv, up).unwrap();
-        let expires = l.pref64.as_ref().unwrap().expires;
+        let expires = l.pref64().unwrap().expires;
         assert!(expires >= before + Duration::from_secs(600));
         assert!(expires <= Instant::now() + Duration::from_secs(600));
         assert!(w
@@ -365,7 +370,7 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
             &router_advertisement(base, plc, 0, dns, 0),
         );
         w.until(&format!("PREF64 {prefix} withdrawn"), |i| {
-            uplink(i, up).is_some_and(|l| l.pref64.is_none() && l.rdnss.is_empty())
+            uplink(i, up).is_some_and(|l| l.pref64().is_none() && l.rdnss.is_empty())
         })
         .await;
     }
@@ -377,14 +382,14 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
     let ra = router_advertisement("2001:db8:64::", 0, 600, dns, 300);
     send_ra(peer, peer_index, &ra);
     w.until("PREF64 before the flood", |i| {
-        uplink(i, up).is_some_and(|l| l.pref64.as_ref().is_some_and(|p| p.prefix == want))
+        uplink(i, up).is_some_and(|l| l.pref64().is_some_and(|p| p.prefix == want))
     })
     .await;
     assert_eq!(w.resyncs, 1);
     send_ras(peer, peer_index, &ra, 20_000);
     w.until_resyncs(2).await;
     assert!(
-        uplink(&w.inv, up).is_some_and(|l| l.pref64.as_ref().is_some_and(|p| p.prefix == want)),
+        uplink(&w.inv, up).is_some_and(|l| l.pref64().is_some_and(|p| p.prefix == want)),
         "PREF64 carried over the resync"
     );
     w.agrees_with_dump("after overrun").await;

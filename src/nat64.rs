@@ -20,6 +20,14 @@ pub enum PrefixError {
     /// For lengths below 96 the prefix would overlap the u-octet (bits 64..72) — only /96 may.
     #[error("`{0}` sets bits 64..72 (the RFC 6052 u-octet), which must be zero")]
     UOctet(String),
+    /// A prefix no NAT64 can have: the addresses it makes are not unicast addresses of a
+    /// translator somewhere on the network.
+    #[error("`{0}` is {1}, not a NAT64 prefix")]
+    Reserved(String, &'static str),
+    /// The prefix lies inside one of the uplink's own prefixes: translated traffic would go to
+    /// the local link, not to a NAT64.
+    #[error("`{0}` is inside the uplink's own prefix {1}")]
+    OwnPrefix(String, String),
 }
 
 /// A NAT64 prefix (RFC 6052 §2.2): an IPv6 prefix of length 32, 40, 48, 56, 64 or 96.
@@ -55,6 +63,55 @@ impl Nat64Prefix {
             return Err(PrefixError::UOctet(format!("{addr}/{len}")));
         }
         Ok(Self { addr, len })
+    }
+
+    /// Refuses prefixes that cannot belong to a NAT64 (README "Where the NAT64 prefix comes
+    /// from"): multicast `ff00::/8`, link-local `fe80::/10`, the loopback and unspecified
+    /// addresses' `::/N`, IPv4-mapped `::ffff:0:0/96`. A router advertising one, a DNS64 answer
+    /// or a configuration naming one is ignored with this reason.
+    pub fn check_usable(&self) -> Result<(), PrefixError> {
+        let seg = self.addr.segments();
+        let what = if seg[0] & 0xff00 == 0xff00 {
+            Some("a multicast prefix (ff00::/8)")
+        } else if seg[0] & 0xffc0 == 0xfe80 {
+            Some("a link-local prefix (fe80::/10)")
+        } else if u128::from(self.addr) == 0 {
+            Some("inside ::/96 (unspecified, loopback and IPv4-compatible addresses)")
+        } else if seg[..6] == [0, 0, 0, 0, 0, 0xffff] {
+            Some("the IPv4-mapped prefix (::ffff:0:0/96)")
+        } else {
+            None
+        };
+        match what {
+            Some(w) => Err(PrefixError::Reserved(self.to_string(), w)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::check_usable`], and not inside any of `own` (the uplink's prefixes as
+    /// `(network, length)`; lengths above 64 are taken as their /64).
+    pub fn check_for_uplink(
+        &self,
+        own: impl IntoIterator<Item = (Ipv6Addr, u8)>,
+    ) -> Result<(), PrefixError> {
+        self.check_usable()?;
+        let bits = u128::from(self.addr);
+        for (net, len) in own {
+            let len = len.min(64);
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            if self.len >= len && bits & mask == u128::from(net) & mask {
+                let own = Ipv6Addr::from(u128::from(net) & mask);
+                return Err(PrefixError::OwnPrefix(
+                    self.to_string(),
+                    format!("{own}/{len}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The prefix bits as an address (host bits zero).
@@ -169,7 +226,9 @@ impl serde::Serialize for Nat64Prefix {
 impl<'de> serde::Deserialize<'de> for Nat64Prefix {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        let p: Nat64Prefix = s.parse().map_err(serde::de::Error::custom)?;
+        p.check_usable().map_err(serde::de::Error::custom)?;
+        Ok(p)
     }
 }
 
@@ -198,6 +257,54 @@ impl std::fmt::Display for PrefixSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_no_nat64_can_have_are_refused() {
+        for bad in [
+            "ff02::/96",
+            "fe80::/96",
+            "::ffff:0:0/96",
+            "::/96",
+            "ff0e::/32",
+        ] {
+            let p: Nat64Prefix = bad.parse().unwrap();
+            assert!(
+                matches!(p.check_usable(), Err(PrefixError::Reserved(..))),
+                "{bad}"
+            );
+        }
+        for good in [
+            "64:ff9b::/96",
+            "2001:db8:64::/96",
+            "2001:db8::/32",
+            "fd00:64::/96",
+        ] {
+            let p: Nat64Prefix = good.parse().unwrap();
+            assert_eq!(p.check_usable(), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_inside_the_uplinks_own_is_refused() {
+        let own = [
+            ("2001:db8:1::".parse().unwrap(), 64),
+            ("2001:db8:2::100".parse().unwrap(), 128),
+        ];
+        let inside: Nat64Prefix = "2001:db8:1::/96".parse().unwrap();
+        let err = inside.check_for_uplink(own).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`2001:db8:1::/96` is inside the uplink's own prefix 2001:db8:1::/64"
+        );
+        // A /128 (DHCPv6) address stands for its /64.
+        let dhcp: Nat64Prefix = "2001:db8:2:0:64::/96".parse().unwrap();
+        assert!(dhcp.check_for_uplink(own).is_err());
+        let elsewhere: Nat64Prefix = "2001:db8:64::/96".parse().unwrap();
+        assert_eq!(elsewhere.check_for_uplink(own), Ok(()));
+        // A shorter NAT64 prefix covering the uplink's /64 is not inside it.
+        let wide: Nat64Prefix = "2001:db8::/32".parse().unwrap();
+        assert_eq!(wide.check_for_uplink(own), Ok(()));
+    }
 
     fn p(s: &str) -> Nat64Prefix {
         s.parse().expect("valid prefix in test")

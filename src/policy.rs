@@ -9,7 +9,7 @@
 //! 4. a usable global IPv6 address, a /64 for the CLAT address (see [`choose_clat_net`]),
 //!    then an IPv6 default route                                   (else `Waiting`)
 //! 5. no native IPv4, as the rule's `ipv4_check` defines it        (else `Waiting`)
-//! 6. a NAT64 prefix is known                                      (else `Waiting`)
+//! 6. a NAT64 prefix is known, and not inside the uplink's own prefixes (else `Waiting`)
 //!
 //! `Disabled` means only a change of configuration (or of what the interface is) can make it
 //! run; `Waiting` means the network may still change so that it does.
@@ -169,7 +169,7 @@ pub fn decide_with_own_tuns(
             let via = inventory
                 .links
                 .values()
-                .find(|l| l.v4_default_route && !ours(l));
+                .find(|l| l.v4_default_route && !ours(l) && !l.is_tunnel());
             if let Some(l) = via {
                 return waiting(format!("native IPv4: default route via {}", l.name));
             }
@@ -196,6 +196,10 @@ pub fn decide_with_own_tuns(
             tried.join(", ")
         ));
     };
+
+    if let Err(e) = prefix.check_for_uplink(uplink.own_v6_prefixes()) {
+        return waiting(format!("NAT64 prefix ({prefix_source}) refused: {e}"));
+    }
 
     Decision::Run(ClatPlan {
         uplink: uplink.name.clone(),

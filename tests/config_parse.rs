@@ -455,6 +455,20 @@ fn bad_values() {
         16,
         &["u-octet"],
     );
+    // Prefixes no NAT64 can have (issue 8: bounded, validated prefixes).
+    for (bad, why) in [
+        ("ff02::/96", "multicast"),
+        ("fe80::/96", "link-local"),
+        ("::ffff:0:0/96", "IPv4-mapped"),
+        ("::/96", "unspecified"),
+    ] {
+        assert_err(
+            &format!("[[uplink]]\nnat64_prefix = \"{bad}\"\n"),
+            2,
+            16,
+            &[why, "not a NAT64 prefix"],
+        );
+    }
     assert_err(
         "[[uplink]]\nnat64_prefix = \"192.0.2.0/24\"\n",
         2,

@@ -538,9 +538,10 @@ fn our_own_ipv4_default_route_is_not_native_ipv4() {
         .plan()
         .is_some());
 
-    // Without the alias it would be anyone's tun, and would count.
+    // Without the alias, a link that is not a tunnel would be anyone's, and would count.
     let mut foreign = clat_tun(9, "eth0");
     foreign.alias = None;
+    foreign.kind = None;
     let inv = inventory([v6_only(2, "eth0"), foreign]);
     assert_skip(
         &decide_in(&Config::default(), &inv, "eth0"),
@@ -728,4 +729,60 @@ fn decision_serialises_for_status() {
     assert_eq!(json["run"]["prefix_source"], "dns64");
     assert_eq!(json["run"]["v6_net"], "2001:db8:1::");
     assert_eq!(json["run"]["fast_path"], "auto");
+}
+
+/// Issue 8: a NAT64 prefix inside the uplink's own prefix (static, or from DNS64) is refused
+/// with the reason, whatever its source.
+#[test]
+fn a_nat64_prefix_inside_the_uplinks_own_prefix_is_refused() {
+    let inv = inventory([v6_only(2, "eth0")]);
+    let up = inv.by_name("eth0").unwrap();
+    for source in [PrefixSource::Static, PrefixSource::Dns64] {
+        let d = decide(
+            &Config::default(),
+            &inv,
+            up,
+            Some(("2001:db8:1::/96".parse().unwrap(), source)),
+        );
+        assert_skip(
+            &d,
+            SkipState::Waiting,
+            &format!(
+                "NAT64 prefix ({source}) refused: `2001:db8:1::/96` is inside the uplink's own prefix 2001:db8:1::/64"
+            ),
+        );
+    }
+}
+
+/// Issue 8: a VPN over the CLAT (OpenVPN's `default dev tun0 metric 50`, a WireGuard or other IP
+/// tunnel default route) is not native IPv4 — the CLAT carries the VPN's own transport and must
+/// stay. Native IPv4 on a real uplink still counts.
+#[test]
+fn a_default_route_through_a_tunnel_is_not_native_ipv4() {
+    for kind in ["tun", "wireguard", "ipip", "gre", "sit", "xfrm"] {
+        let mut vpn = v6_only(7, "vpn0");
+        vpn.kind = Some(kind.into());
+        vpn.v6_addrs.clear();
+        vpn.v4_addrs = vec![v4("198.51.100.7", 32)];
+        vpn.v4_default_route = true;
+        let inv = inventory([v6_only(2, "eth0"), clat_tun(9, "eth0"), vpn]);
+        assert!(!inv.has_native_v4_default(), "{kind}");
+        assert!(
+            decide_in(&Config::default(), &inv, "eth0").plan().is_some(),
+            "{kind}"
+        );
+    }
+    let mut eth1 = v6_only(3, "eth1");
+    eth1.kind = Some("veth".into());
+    eth1.v4_addrs = vec![v4("203.0.113.2", 24)];
+    eth1.v4_default_route = true;
+    let mut vpn = v6_only(7, "tun0");
+    vpn.kind = Some("tun".into());
+    vpn.v4_default_route = true;
+    let inv = inventory([v6_only(2, "eth0"), eth1, vpn]);
+    assert_skip(
+        &decide_in(&Config::default(), &inv, "eth0"),
+        SkipState::Waiting,
+        "native IPv4: default route via eth1",
+    );
 }

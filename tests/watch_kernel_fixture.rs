@@ -212,7 +212,7 @@ fn pref64_and_rdnss_from_real_router_advertisements() {
     replay(now, |label, inv| match label {
         "ra" => {
             let a = w4a(inv);
-            let p = a.pref64.as_ref().expect("PREF64 learnt");
+            let p = a.pref64().expect("PREF64 learnt");
             assert_eq!(p.prefix, prefix);
             assert_eq!(p.expires, now + Duration::from_secs(600));
             assert_eq!(a.rdnss.len(), 1);
@@ -223,7 +223,7 @@ fn pref64_and_rdnss_from_real_router_advertisements() {
         }
         "ra_withdraw" => {
             let a = w4a(inv);
-            assert!(a.pref64.is_none(), "lifetime 0 withdraws the prefix");
+            assert!(a.pref64().is_none(), "lifetime 0 withdraws the prefix");
             assert!(a.rdnss.is_empty(), "lifetime 0 withdraws the server");
             checked += 1;
         }

@@ -1032,6 +1032,123 @@ auth-zone:
         }
     }
 
+    /// The router's link-local address on the bridge: the client's IPv6 default gateway.
+    pub fn gateway_ll(&self) -> Ipv6Addr {
+        let out = self.exec_ok(
+            Ns::Router,
+            &[
+                "ip", "-6", "-j", "addr", "show", "dev", "br0", "scope", "link",
+            ],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["addr_info"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(|i| i["local"].as_str()))
+            .and_then(|a| a.parse().ok())
+            .filter(|a: &Ipv6Addr| *a != PREF64_SENDER_LL)
+            .expect("br0 link-local address")
+    }
+
+    /// Like [`Topology::start_pref64_sender`], from the link-local source `src` (an address
+    /// of br0): each source is another router to the client.
+    pub fn start_pref64_sender_from(
+        &self,
+        src: Ipv6Addr,
+        prefix: &str,
+        lifetime: u32,
+        interval: Duration,
+    ) -> Pref64Sender {
+        let ra = pref64_ra(&prefix.parse().expect("PREF64 prefix"), lifetime);
+        self.start_ra_loop(src, move |_| ra.clone(), interval)
+    }
+
+    /// Sends RAs from `src` every `interval`, the `n`th (from 0) being `make(n)`, until the
+    /// returned sender is stopped or dropped.
+    pub fn start_ra_loop(
+        &self,
+        src: Ipv6Addr,
+        make: impl Fn(u64) -> Vec<u8> + Send + 'static,
+        interval: Duration,
+    ) -> Pref64Sender {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let path = format!("/run/netns/{}", self.rtr);
+        let handle = std::thread::spawn(move || {
+            let file = File::open(&path).expect("open router netns");
+            // SAFETY: see `in_netns`: this dedicated thread enters the router namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let sock = ra_socket_from(src).expect("RA socket");
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                if let Err(e) = send_ra(&sock, &make(n)) {
+                    eprintln!("RA sender: {e}");
+                }
+                n += 1;
+                if !interval.is_zero() {
+                    std::thread::sleep(interval);
+                }
+            }
+        });
+        Pref64Sender {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Answers every router solicitation seen on the router's bridge with a PREF64 RA for
+    /// `prefix` (router lifetime 0), and sends no RA otherwise: a client can only learn that
+    /// PREF64 by soliciting it. The returned counter counts the solicitations answered.
+    pub fn start_rs_responder(
+        &self,
+        prefix: &str,
+        lifetime: u32,
+    ) -> (Pref64Sender, Arc<AtomicU32>) {
+        let ra = pref64_ra(&prefix.parse().expect("PREF64 prefix"), lifetime);
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU32::new(0));
+        let (stop2, answered2) = (stop.clone(), answered.clone());
+        let path = format!("/run/netns/{}", self.rtr);
+        let handle = std::thread::spawn(move || {
+            let file = File::open(&path).expect("open router netns");
+            // SAFETY: see `in_netns`: this dedicated thread enters the router namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let sock = ra_socket_from(PREF64_SENDER_LL).expect("RA socket");
+            // Receives every ICMPv6 message delivered on br0 (the router joined ff02::2).
+            let rx = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::ICMPV6),
+            )
+            .expect("raw ICMPv6 socket");
+            rx.bind_device(Some(b"br0")).expect("bind to br0");
+            rx.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("read timeout");
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok(n) = rx.recv(&mut buf) else {
+                    continue;
+                };
+                // SAFETY: `recv` initialised the first `n` bytes.
+                let first = (n > 0).then(|| unsafe { buf[0].assume_init() });
+                if first == Some(133) {
+                    answered2.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = send_ra(&sock, &ra) {
+                        eprintln!("RS responder: {e}");
+                    }
+                }
+            }
+        });
+        (
+            Pref64Sender {
+                stop,
+                handle: Some(handle),
+            },
+            answered,
+        )
+    }
+
     // --- autoclat -------------------------------------------------------------------------------
 
     /// Runs `autoclat ARGS…` in the client namespace to completion.
@@ -1550,6 +1667,11 @@ pub fn pref64_ra(prefix: &Nat64Prefix, lifetime: u32) -> Vec<u8> {
 /// Raw ICMPv6 socket on the router's bridge, hop limit 255, bound to [`PREF64_SENDER_LL`].
 /// Must be called on a thread inside the router namespace.
 fn ra_socket() -> std::io::Result<(socket2::Socket, u32)> {
+    ra_socket_from(PREF64_SENDER_LL)
+}
+
+/// [`ra_socket`] bound to the link-local source `src` (an address of br0).
+fn ra_socket_from(src: Ipv6Addr) -> std::io::Result<(socket2::Socket, u32)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let ifindex = if_index("br0")?;
     let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
@@ -1557,7 +1679,7 @@ fn ra_socket() -> std::io::Result<(socket2::Socket, u32)> {
     s.set_unicast_hops_v6(255)?;
     s.set_multicast_if_v6(ifindex)?;
     s.set_multicast_loop_v6(false)?;
-    s.bind(&SocketAddrV6::new(PREF64_SENDER_LL, 0, 0, ifindex).into())?;
+    s.bind(&SocketAddrV6::new(src, 0, 0, ifindex).into())?;
     Ok((s, ifindex))
 }
 

@@ -13,6 +13,7 @@
 //! query is in flight; the core owns decisions, backoffs and its record of each running CLAT
 //! ([`ClatRecord`]); the controller owns the CLAT's resources.
 
+use crate::nat64::{Nat64Prefix, PrefixSource};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -48,6 +49,24 @@ pub const FREE_REPAIRS: u32 = 3;
 
 /// The longest a fought-over repair is held back.
 pub const MAX_REPAIR_HOLD: Duration = Duration::from_secs(60);
+
+/// Router solicitations sent per uplink when it becomes eligible without a PREF64 (RFC 4861
+/// §6.3.7: MAX_RTR_SOLICITATIONS).
+pub const ROUTER_SOLICITATIONS: u8 = 3;
+
+/// Between two router solicitations (RFC 4861: RTR_SOLICITATION_INTERVAL).
+pub const RS_INTERVAL: Duration = Duration::from_secs(4);
+
+/// NAT64 prefix changes that restart the CLAT at once; after that each restart holds the next
+/// change back twice as long as the one before, from [`PREFIX_HOLD_START`] to
+/// [`PREFIX_HOLD_MAX`].
+pub const FREE_PREFIX_CHANGES: u32 = 2;
+/// The first prefix hold-down.
+pub const PREFIX_HOLD_START: Duration = Duration::from_secs(4);
+/// The longest prefix hold-down.
+pub const PREFIX_HOLD_MAX: Duration = Duration::from_secs(600);
+/// A prefix that stays this long (beyond the current hold) ends a run of changes.
+pub const PREFIX_CALM: Duration = Duration::from_secs(60);
 
 /// What the loop carried out, or learnt, since the last pass.
 #[derive(Debug)]
@@ -111,6 +130,13 @@ pub enum Action {
     Stop { ifindex: u32, why: String },
     /// Put these pieces back; answer with [`Input::Repaired`].
     Repair { ifindex: u32, pieces: Vec<Piece> },
+    /// Send a router solicitation on `uplink` (nothing to answer: the RA that follows comes
+    /// through the watcher). `nth` counts from 1.
+    SolicitRouters {
+        ifindex: u32,
+        uplink: String,
+        nth: u8,
+    },
 }
 
 /// How the core sees one piece of a running CLAT in the inventory.
@@ -143,6 +169,10 @@ pub struct ClatRecord {
     /// Pieces put back by a repair that the inventory has not shown yet: the CLAT is not
     /// called `running` until they are seen (or, past [`CONFIRM_GRACE`], found missing).
     unconfirmed: Vec<Piece>,
+    /// The tun's `(v4_addr_arrivals, v4_route_arrivals)` when the last repair was asked: an
+    /// arrival since then, with the piece absent, means it was put back, seen, and deleted
+    /// again — not that its event is still on its way.
+    arrivals_at_repair: (u64, u64),
     fight: RepairFight,
     /// A repair failed: the CLAT is restarted whole.
     broken: Option<String>,
@@ -217,6 +247,53 @@ struct LinkCore {
     clat: Option<ClatRecord>,
     /// Repairs of earlier CLATs of this link (status shows the link's total).
     repairs_before: u32,
+    /// Router solicitations sent since the link last became eligible, and when the next is due.
+    rs_sent: u8,
+    rs_next: Option<Instant>,
+    /// Hold-down of NAT64 prefix changes.
+    damp: PrefixDamp,
+}
+
+/// Damping of NAT64 prefix changes (issue 8: a router flapping PREF64 caused a restart storm).
+/// The first [`FREE_PREFIX_CHANGES`] changes in a row restart the CLAT at once; after each
+/// further restart the next change waits twice as long ([`PREFIX_HOLD_START`] …
+/// [`PREFIX_HOLD_MAX`]). [`PREFIX_CALM`] without a change ends the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PrefixDamp {
+    /// Prefix restarts in the current run.
+    in_a_row: u32,
+    last_restart: Option<Instant>,
+    /// No prefix restart before this.
+    hold_until: Option<Instant>,
+    /// The prefix waiting for the hold to end (status shows it).
+    waiting: Option<Nat64Prefix>,
+}
+
+impl PrefixDamp {
+    fn hold(&self) -> Duration {
+        match self.in_a_row.checked_sub(FREE_PREFIX_CHANGES) {
+            None => Duration::ZERO,
+            Some(n) => PREFIX_HOLD_START
+                .saturating_mul(2u32.saturating_pow(n.min(16)))
+                .min(PREFIX_HOLD_MAX),
+        }
+    }
+
+    /// The prefix should change to `to` at `now`: whether the CLAT may restart now.
+    fn may_change(&mut self, to: Nat64Prefix, now: Instant) -> bool {
+        if self.hold_until.is_some_and(|t| now < t) {
+            self.waiting = Some(to);
+            return false;
+        }
+        let in_run = self
+            .last_restart
+            .is_some_and(|t| now.saturating_duration_since(t) < PREFIX_CALM + self.hold());
+        self.in_a_row = if in_run { self.in_a_row + 1 } else { 1 };
+        self.last_restart = Some(now);
+        self.hold_until = Some(now + self.hold());
+        self.waiting = None;
+        true
+    }
 }
 
 impl LinkCore {
@@ -233,6 +310,9 @@ impl LinkCore {
             starting: None,
             clat: None,
             repairs_before: 0,
+            rs_sent: 0,
+            rs_next: None,
+            damp: PrefixDamp::default(),
         }
     }
 
@@ -282,6 +362,29 @@ fn observed(piece: Piece, rec: &ClatRecord, inv: &Inventory) -> bool {
     }
 }
 
+/// Whether to send a router solicitation on `uplink` now: PREF64 is a source in the order, the
+/// uplink could have a CLAT (enabled, up, not ours), it has no PREF64, and fewer than
+/// [`ROUTER_SOLICITATIONS`] were sent since it became eligible, the last [`RS_INTERVAL`] ago.
+fn rs_wanted(
+    config: &Config,
+    link: &LinkCore,
+    uplink: &Uplink,
+    own: bool,
+    pref64: Pref64Seen,
+    now: Instant,
+) -> bool {
+    config.discovery.order.contains(&PrefixSource::Pref64)
+        && config.rule_for(&uplink.name).enable
+        && !own
+        && !uplink.is_ours()
+        && !uplink.loopback
+        && uplink.admin_up
+        && uplink.carrier
+        && pref64.is_none()
+        && link.rs_sent < ROUTER_SOLICITATIONS
+        && link.rs_next.is_none_or(|t| now >= t)
+}
+
 /// RFC 7050 only where a CLAT could follow: enabled, up, addressed.
 fn dns64_may_ask(rule_enable: bool, uplink: &Uplink, own: bool) -> bool {
     rule_enable
@@ -294,7 +397,7 @@ fn dns64_may_ask(rule_enable: bool, uplink: &Uplink, own: bool) -> bool {
 }
 
 fn pref64_of(uplink: &Uplink) -> Pref64Seen {
-    uplink.pref64.as_ref().map(|p| (p.prefix, p.expires))
+    uplink.pref64().map(|p| (p.prefix, p.expires))
 }
 
 impl Core {
@@ -320,6 +423,18 @@ impl Core {
             .values()
             .filter_map(|l| l.clat.as_ref().map(|c| c.started.tun_ifindex))
             .collect()
+    }
+
+    /// Whether the uplink `ifindex` would get a CLAT if a NAT64 prefix were known: the prefix
+    /// is all it waits for (so a failing discovery is worth a warning).
+    pub fn would_run_with_a_prefix(&self, inv: &Inventory, ifindex: u32) -> bool {
+        let Some(uplink) = inv.links.get(&ifindex) else {
+            return false;
+        };
+        let any = Some((crate::nat64::WELL_KNOWN, PrefixSource::Static));
+        decide_with_own_tuns(&self.config, inv, uplink, any, &self.own_tuns())
+            .plan()
+            .is_some()
     }
 
     /// The record of the CLAT running on `ifindex`, if any.
@@ -381,6 +496,7 @@ impl Core {
                             seen: OBSERVED.iter().map(|p| (*p, Seen::Pending(now))).collect(),
                             missing: Vec::new(),
                             unconfirmed: Vec::new(),
+                            arrivals_at_repair: (0, 0),
                             fight: RepairFight::default(),
                             broken: None,
                         });
@@ -423,6 +539,9 @@ impl Core {
                             if pieces.contains(&Piece::Programs) {
                                 clat.programs_missing = false;
                             }
+                        }
+                        if new_tun {
+                            clat.arrivals_at_repair = (0, 0);
                         }
                         let renewed: &[Piece] = if new_tun || pieces.contains(&Piece::Tun) {
                             &OBSERVED
@@ -550,6 +669,13 @@ impl Core {
                 deadlines.extend(link.prefix.next_deadline(pref64_of(uplink), now));
             }
             deadlines.extend(link.retry_at);
+            if link.rs_sent > 0 && link.rs_sent < ROUTER_SOLICITATIONS && uplink.pref64().is_none()
+            {
+                deadlines.extend(link.rs_next.filter(|t| *t > now));
+            }
+            if link.damp.waiting.is_some() {
+                deadlines.extend(link.damp.hold_until.filter(|t| *t > now));
+            }
             if let Some(clat) = &link.clat {
                 for seen in clat.seen.values() {
                     // Only ahead: an overdue piece is missing already (and repaired, or held).
@@ -671,6 +797,19 @@ fn clat_state(link: &LinkCore, c: &ClatRecord, now: Instant) -> (UplinkState, Op
         };
         return (UplinkState::Backoff, Some(reason));
     }
+    if let (Some(next), Some(until)) = (link.damp.waiting, link.damp.hold_until) {
+        if until > now {
+            return (
+                UplinkState::Running,
+                Some(format!(
+                    "NAT64 prefix changed {} times in a row: held down on {} for {}s more, then {next}",
+                    link.damp.in_a_row + 1,
+                    c.plan.prefix,
+                    until.saturating_duration_since(now).as_secs().max(1)
+                )),
+            );
+        }
+    }
     (UplinkState::Running, None)
 }
 
@@ -703,10 +842,27 @@ fn reconcile_link(
         // The next network may have another NAT64: ask again when the link is back.
         link.prefix.forget_learnt(now);
     }
+    if !up {
+        // Solicit again when it is back.
+        link.rs_sent = 0;
+        link.rs_next = None;
+    }
     link.was_up = up;
     let rule = config.rule_for(&uplink.name);
     link.prefix.set_static(rule.nat64_prefix);
     let pref64 = pref64_of(uplink);
+
+    // RFC 8781 PREF64 comes only in RAs, and the kernel cannot be asked for the last one: an
+    // eligible uplink without one (after a daemon restart, or on a new link) solicits them.
+    if !dry_run && rs_wanted(config, link, uplink, own.contains(&ifindex), pref64, now) {
+        link.rs_sent += 1;
+        link.rs_next = Some(now + RS_INTERVAL);
+        actions.push(Action::SolicitRouters {
+            ifindex,
+            uplink: uplink.name.clone(),
+            nth: link.rs_sent,
+        });
+    }
 
     if dns64_may_ask(rule.enable, uplink, own.contains(&ifindex)) {
         let rdnss: Vec<Ipv6Addr> = uplink.rdnss.iter().map(|r| r.server).collect();
@@ -779,13 +935,33 @@ fn reconcile_link(
 
     // A running CLAT with other parameters, or one whose repair failed, is stopped; it starts
     // afresh below (at once for new parameters, after the backoff for a failed repair).
+    if let Some(c) = link.clat.as_mut() {
+        if c.plan.prefix == plan.prefix && c.plan.prefix_source != plan.prefix_source {
+            // Same prefix, better source (RFC 9872: PREF64 confirming DNS64): no restart.
+            tracing::info!(
+                uplink = %uplink.name,
+                "NAT64 prefix {} now from {} (was {})",
+                plan.prefix,
+                plan.prefix_source,
+                c.plan.prefix_source
+            );
+            c.plan.prefix_source = plan.prefix_source;
+        }
+        if c.plan.prefix == plan.prefix {
+            link.damp.waiting = None;
+        }
+    }
     if let Some(c) = &link.clat {
-        let changed = c.plan.prefix != plan.prefix
-            || c.plan.v6_net != plan.v6_net
+        let others_changed = c.plan.v6_net != plan.v6_net
             || c.plan.v6_covered != plan.v6_covered
             || c.plan.uplink_mtu != plan.uplink_mtu
             || c.plan.route_metric != plan.route_metric
             || c.plan.fast_path != plan.fast_path;
+        let prefix_changed = c.plan.prefix != plan.prefix;
+        let changed = others_changed
+            || (prefix_changed && c.broken.is_none() && link.damp.may_change(plan.prefix, now));
+        // Held down (`changed` false for a prefix change): the CLAT keeps its prefix, and its
+        // pieces are still looked after below, until the hold ends.
         let why = match (&c.broken, changed) {
             (Some(why), _) => Some(format!("repair failed: {why}")),
             (None, true) => Some(format!("parameters changed (prefix now {})", plan.prefix)),
@@ -854,13 +1030,22 @@ fn reconcile_link(
 
     // Desired against observed: every piece the inventory can show, and the programs.
     let mut missing = Vec::new();
+    let arrivals = inv
+        .links
+        .get(&clat.started.tun_ifindex)
+        .map_or((0, 0), |t| (t.v4_addr_arrivals, t.v4_route_arrivals));
     for piece in OBSERVED {
         if observed(piece, clat, inv) {
             clat.seen.insert(piece, Seen::Present);
             clat.unconfirmed.retain(|p| *p != piece);
         } else {
+            let seen_and_gone = match piece {
+                Piece::Address => arrivals.0 > clat.arrivals_at_repair.0,
+                Piece::Route => arrivals.1 > clat.arrivals_at_repair.1,
+                _ => false,
+            };
             match clat.seen.get(&piece) {
-                Some(Seen::Pending(t)) if now < *t + CONFIRM_GRACE => {}
+                Some(Seen::Pending(t)) if now < *t + CONFIRM_GRACE && !seen_and_gone => {}
                 _ => missing.push(piece),
             }
         }
@@ -879,6 +1064,7 @@ fn reconcile_link(
         clat.missing.clone_from(&missing);
         clat.unconfirmed.retain(|p| !missing.contains(p));
         if clat.fight.may_repair(&missing, now).is_ok() {
+            clat.arrivals_at_repair = arrivals;
             actions.push(Action::Repair {
                 ifindex,
                 pieces: missing,

@@ -80,6 +80,8 @@ enum Event {
         ifindex: u32,
         generation: u64,
     },
+    /// `/etc/resolv.conf` (or systemd-resolved's upstream list) changed: its nameservers now.
+    ResolvConf(Vec<crate::discovery::resolvconf::Nameserver>),
 }
 
 /// The loop's state: the inventory, the core, and the running CLATs' resources.
@@ -176,6 +178,27 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         .map(tokio::time::interval);
     let mut ready_sent = false;
     daemon.clean_leftovers().await;
+    match crate::discovery::resolvwatch::ResolvWatch::new() {
+        Ok(mut watch) => {
+            let tx = daemon.events.clone();
+            tokio::spawn(async move {
+                loop {
+                    match watch.changed().await {
+                        Ok(servers) => {
+                            if tx.send(Event::ResolvConf(servers)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("no longer watching /etc/resolv.conf: {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot watch /etc/resolv.conf for changes: {e}"),
+    }
     tracing::info!(
         dry_run = daemon.opts.dry_run,
         clatd = %daemon.opts.clatd_path.display(),
@@ -279,6 +302,19 @@ impl Daemon {
                 self.inventory.apply(ev, now);
             }
             Event::WatchFailed(_) => {}
+            Event::ResolvConf(servers) => {
+                if servers != self.resolv_conf {
+                    tracing::info!(
+                        "resolver configuration changed: nameservers {}",
+                        servers
+                            .iter()
+                            .map(|n| n.addr.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.resolv_conf = servers;
+                }
+            }
             Event::Dns64 { ifindex, result } => {
                 let name = self
                     .inventory
@@ -293,7 +329,12 @@ impl Daemon {
                         a.prefix,
                         a.ttl
                     ),
-                    Err(e) => tracing::warn!(uplink = name, "DNS64 discovery failed: {e}"),
+                    // Loud only where the prefix is all a CLAT waits for: a dual-stack uplink
+                    // retrying DNS64 is not news.
+                    Err(e) if self.core.would_run_with_a_prefix(&self.inventory, ifindex) => {
+                        tracing::warn!(uplink = name, "DNS64 discovery failed: {e}")
+                    }
+                    Err(e) => tracing::debug!(uplink = name, "DNS64 discovery failed: {e}"),
                 }
                 self.core.on_input(Input::Dns64 { ifindex, result }, now);
             }
@@ -457,6 +498,18 @@ impl Daemon {
                     self.hooks.fire(ev);
                 }
             }
+            Action::SolicitRouters {
+                ifindex,
+                uplink,
+                nth,
+            } => match crate::discovery::rs::send_router_solicitation(ifindex) {
+                Ok(()) => tracing::info!(
+                    uplink = %uplink,
+                    "no PREF64 known: router solicitation {nth} of {} sent",
+                    crate::daemon::core::ROUTER_SOLICITATIONS
+                ),
+                Err(e) => tracing::debug!(uplink = %uplink, "{e}"),
+            },
             Action::Repair { ifindex, pieces } => {
                 let Some(clat) = self.clats.get_mut(&ifindex) else {
                     return;

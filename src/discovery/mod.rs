@@ -8,7 +8,9 @@ pub mod dns;
 pub mod ndopt;
 pub mod oneshot;
 pub mod resolvconf;
+pub mod resolvwatch;
 pub mod rfc7050;
+pub mod rs;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -34,6 +34,12 @@ pub enum AnswerError {
     /// A WKA sits at several positions and no other answer tells which one is meant.
     #[error("{addr} has a well-known IPv4 address at several positions ({lengths:?}) and no other answer disambiguates")]
     Ambiguous { addr: Ipv6Addr, lengths: Vec<u8> },
+    /// The prefix is one no NAT64 can have (multicast, link-local, `::/96`, IPv4-mapped).
+    #[error("{addr}: {reason}")]
+    Reserved {
+        addr: Ipv6Addr,
+        reason: crate::nat64::PrefixError,
+    },
 }
 
 /// The outcome of examining all answers.
@@ -93,6 +99,10 @@ fn hits_in(addr: Ipv6Addr) -> Result<Vec<Hit>, AnswerError> {
                 continue;
             }
         };
+        if let Err(reason) = prefix.check_usable() {
+            first_problem.get_or_insert(AnswerError::Reserved { addr, reason });
+            continue;
+        }
         if len != 96 && prefix.contains(WELL_KNOWN.addr()) {
             first_problem.get_or_insert(AnswerError::WellKnownPrefixMisplaced { addr, len });
             continue;
@@ -166,6 +176,19 @@ mod tests {
             assert!(got.rejected.is_empty(), "{prefix}: {:?}", got.rejected);
             // One answer alone suffices when it is unambiguous.
             assert_eq!(prefixes_from_answers(&answers[..1]).prefixes, vec![prefix]);
+        }
+    }
+
+    /// A DNS64 synthesising into a prefix no NAT64 can have is not believed.
+    #[test]
+    fn reserved_prefixes_are_rejected() {
+        for bad in ["ff02::/96", "fe80::/96", "::ffff:0:0/96"] {
+            let got = prefixes_from_answers(&[p(bad).embed(WKA_PRIMARY)]);
+            assert!(got.prefixes.is_empty(), "{bad}: {got:?}");
+            assert!(
+                matches!(got.rejected[..], [AnswerError::Reserved { .. }]),
+                "{bad}: {got:?}"
+            );
         }
     }
 

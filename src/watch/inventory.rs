@@ -40,7 +40,19 @@ pub struct LearntPref64 {
     pub prefix: Nat64Prefix,
     /// When the advertised lifetime runs out.
     pub expires: Instant,
+    /// The router that advertised it (the RA's source address), when the kernel tells.
+    pub router: Option<Ipv6Addr>,
+    /// When it was last advertised.
+    pub learnt: Instant,
 }
+
+/// At most this many routers' PREF64s are kept per link (the one whose lifetime ends first
+/// makes room): a LAN device sending RAs from many source addresses cannot grow it.
+pub const MAX_PREF64_ROUTERS: usize = 4;
+
+/// At most this many RDNSS servers are kept per link (RFC 8106 §5.3.1 asks a client to keep at
+/// least three; the one whose lifetime ends first makes room for a new one).
+pub const MAX_RDNSS: usize = 8;
 
 /// A recursive DNS server (RFC 8106 RDNSS) learnt from a router advertisement on this link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +60,27 @@ pub struct LearntRdnss {
     pub server: Ipv6Addr,
     pub expires: Instant,
 }
+
+/// Link kinds (`IFLA_INFO_KIND`) of tunnels: an IPv4 default route through one of them is a
+/// VPN or tunnel whose transport may well run over the CLAT, so it is never native IPv4 (README
+/// "Native IPv4, VPNs and tunnels"). `tun` covers tun and tap devices (OpenVPN, wireguard-go…).
+pub const TUNNEL_KINDS: [&str; 15] = [
+    "tun",
+    "wireguard",
+    "ipip",
+    "gre",
+    "gretap",
+    "sit",
+    "vti",
+    "vti6",
+    "ip6tnl",
+    "ip6gre",
+    "ip6gretap",
+    "xfrm",
+    "ipsec",
+    "ovpn",
+    "ovpn-dco",
+];
 
 /// Everything known about one network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +106,21 @@ pub struct Uplink {
     /// The main-table default routes (one entry per next hop) leaving through this link; the two
     /// flags above are derived from it whenever a route event touches this link.
     pub default_routes: Vec<DefaultRoute>,
-    pub pref64: Option<LearntPref64>,
+    /// PREF64s learnt from router advertisements, one per advertising router (at most
+    /// [`MAX_PREF64_ROUTERS`]); [`Uplink::pref64`] says which one counts.
+    pub pref64s: Vec<LearntPref64>,
+    /// At most [`MAX_RDNSS`] servers, each with its own lifetime.
     pub rdnss: Vec<LearntRdnss>,
     /// The main table's on-link IPv6 /64 routes through this link (no gateway: the RA's
     /// on-link prefixes and the kernel's prefix routes of addresses), one entry per route.
     pub onlink_v6: Vec<OnLinkRoute>,
+    /// The last PREF64 refused on this link and why (logged once per new value).
+    pub pref64_refused: Option<String>,
+    /// How many IPv4 addresses, and IPv4 default routes, have appeared on this link since the
+    /// watcher first saw it: the core tells "put back, seen, and deleted again before it
+    /// looked" (`ip addr flush` deletes in rounds) from "put back, event still on its way".
+    pub v4_addr_arrivals: u64,
+    pub v4_route_arrivals: u64,
 }
 
 impl Uplink {
@@ -97,10 +140,48 @@ impl Uplink {
             v6_default_route: false,
             v4_default_route: false,
             default_routes: Vec::new(),
-            pref64: None,
+            pref64s: Vec::new(),
             rdnss: Vec::new(),
             onlink_v6: Vec::new(),
+            pref64_refused: None,
+            v4_addr_arrivals: 0,
+            v4_route_arrivals: 0,
         }
+    }
+
+    /// The PREF64 that counts on this link (RFC 9872: the default gateway's): the one advertised
+    /// by the gateway of the best IPv6 default route through the link, else by any other
+    /// gateway of it, else the most recently advertised one.
+    pub fn pref64(&self) -> Option<&LearntPref64> {
+        let mut gateways: Vec<(u32, Ipv6Addr)> = self
+            .default_routes
+            .iter()
+            .filter(|r| r.family == Family::V6)
+            .filter_map(|r| match r.gateway {
+                Some(IpAddr::V6(g)) => Some((r.metric, g)),
+                _ => None,
+            })
+            .collect();
+        gateways.sort();
+        gateways
+            .iter()
+            .find_map(|(_, g)| self.pref64s.iter().find(|p| p.router == Some(*g)))
+            .or_else(|| self.pref64s.iter().max_by_key(|p| p.learnt))
+    }
+
+    /// The link's own IPv6 prefixes, as `(address, prefix length)`.
+    pub fn own_v6_prefixes(&self) -> impl Iterator<Item = (Ipv6Addr, u8)> + '_ {
+        self.v6_addrs
+            .iter()
+            .filter(|a| a.global)
+            .map(|a| (a.addr, a.prefix_len))
+    }
+
+    /// Whether this interface is a tunnel (its kind is one of [`TUNNEL_KINDS`]).
+    pub fn is_tunnel(&self) -> bool {
+        self.kind
+            .as_deref()
+            .is_some_and(|k| TUNNEL_KINDS.contains(&k))
     }
 
     /// The distinct on-link /64 networks of this link, in the order their routes appeared.
@@ -134,12 +215,12 @@ impl Inventory {
         self.links.values().find(|l| l.name == name)
     }
 
-    /// Whether the host has an IPv4 default route through a link that is not one of our CLAT
-    /// interfaces ("native IPv4" for `ipv4_check = "host"`).
+    /// Whether the host has an IPv4 default route through a link that is neither one of our
+    /// CLAT interfaces nor a tunnel ("native IPv4" for `ipv4_check = "host"`).
     pub fn has_native_v4_default(&self) -> bool {
         self.links
             .values()
-            .any(|l| l.v4_default_route && !l.is_ours())
+            .any(|l| l.v4_default_route && !l.is_ours() && !l.is_tunnel())
     }
 
     /// Every IPv4 address in use on the host (to choose a free CLAT address).
@@ -300,8 +381,7 @@ impl Inventory {
         if down {
             // The kernel flushes IPv4 routes through a link that goes down without telling
             // anyone (IPv6 sends RTM_DELROUTE).
-            link.default_routes.retain(|r| r.family != Family::V4);
-            link.refresh_route_flags();
+            retain_routes(link, |r| r.family != Family::V4);
         }
         *link != before
     }
@@ -322,9 +402,18 @@ impl Inventory {
                     .retain(|x| !(x.addr == addr && x.prefix_len == prefix_len));
                 link.v6_addrs.len() != n
             }
-            AddrChange::V4(a) => upsert(&mut link.v4_addrs, a, |x, a| {
-                x.addr == a.addr && x.prefix_len == a.prefix_len
-            }),
+            AddrChange::V4(a) => {
+                let new = !link
+                    .v4_addrs
+                    .iter()
+                    .any(|x| x.addr == a.addr && x.prefix_len == a.prefix_len);
+                if new {
+                    link.v4_addr_arrivals += 1;
+                }
+                upsert(&mut link.v4_addrs, a, |x, a| {
+                    x.addr == a.addr && x.prefix_len == a.prefix_len
+                })
+            }
             AddrChange::V4Gone { addr, prefix_len } => {
                 let n = link.v4_addrs.len();
                 link.v4_addrs
@@ -360,6 +449,9 @@ impl Inventory {
         for r in routes {
             if let Some(link) = self.links.get_mut(&r.oif) {
                 if !link.default_routes.contains(&r) {
+                    if r.family == Family::V4 {
+                        link.v4_route_arrivals += 1;
+                    }
                     link.default_routes.push(r);
                     link.refresh_route_flags();
                     changed = true;
@@ -415,42 +507,66 @@ impl Inventory {
         let Some(link) = self.links.get_mut(&opt.ifindex) else {
             return false;
         };
-        let before = (link.pref64.clone(), link.rdnss.clone());
+        let before = (link.pref64s.clone(), link.rdnss.clone());
         for o in opt.options {
             match o {
                 RaOption::Pref64 { prefix, lifetime } if lifetime.is_zero() => {
-                    if link.pref64.as_ref().is_some_and(|p| p.prefix == prefix) {
-                        link.pref64 = None;
-                    }
+                    link.pref64s
+                        .retain(|p| !(p.prefix == prefix && p.router == opt.source));
                 }
                 RaOption::Pref64 { prefix, lifetime } => {
-                    link.pref64 = Some(LearntPref64 {
+                    if let Err(e) = prefix.check_for_uplink(link.own_v6_prefixes()) {
+                        let why = e.to_string();
+                        if link.pref64_refused.as_ref() != Some(&why) {
+                            tracing::warn!(
+                                uplink = %link.name,
+                                router = ?opt.source,
+                                "PREF64 refused: {why}"
+                            );
+                            link.pref64_refused = Some(why);
+                        }
+                        continue;
+                    }
+                    let learnt = LearntPref64 {
                         prefix,
                         expires: deadline(now, lifetime),
-                    });
+                        router: opt.source,
+                        learnt: now,
+                    };
+                    if let Some(p) = link.pref64s.iter_mut().find(|p| p.router == opt.source) {
+                        *p = learnt;
+                    } else {
+                        make_room(&mut link.pref64s, MAX_PREF64_ROUTERS, |p| p.expires);
+                        link.pref64s.push(learnt);
+                    }
                 }
                 RaOption::Rdnss { servers, lifetime } => {
+                    let expires = deadline(now, lifetime);
                     for server in servers {
-                        link.rdnss.retain(|r| r.server != server);
-                        if !lifetime.is_zero() {
-                            link.rdnss.push(LearntRdnss {
-                                server,
-                                expires: deadline(now, lifetime),
-                            });
+                        if lifetime.is_zero() {
+                            link.rdnss.retain(|r| r.server != server);
+                        } else if let Some(r) = link.rdnss.iter_mut().find(|r| r.server == server) {
+                            r.expires = expires;
+                        } else {
+                            make_room(&mut link.rdnss, MAX_RDNSS, |r| r.expires);
+                            link.rdnss.push(LearntRdnss { server, expires });
                         }
                     }
                 }
                 RaOption::Other { .. } => {}
             }
         }
-        before != (link.pref64.clone(), link.rdnss.clone())
+        before != (link.pref64s.clone(), link.rdnss.clone())
     }
 
     fn resync(&mut self, mut fresh: Inventory) -> bool {
         for (ifindex, link) in fresh.links.iter_mut() {
             if let Some(old) = self.links.get(ifindex) {
-                link.pref64.clone_from(&old.pref64);
+                link.pref64s.clone_from(&old.pref64s);
                 link.rdnss.clone_from(&old.rdnss);
+                link.pref64_refused.clone_from(&old.pref64_refused);
+                link.v4_addr_arrivals = old.v4_addr_arrivals;
+                link.v4_route_arrivals = old.v4_route_arrivals;
             }
         }
         let changed = *self != fresh;
@@ -462,10 +578,9 @@ impl Inventory {
     pub fn expire(&mut self, now: Instant) -> bool {
         let mut changed = false;
         for link in self.links.values_mut() {
-            if link.pref64.as_ref().is_some_and(|p| p.expires <= now) {
-                link.pref64 = None;
-                changed = true;
-            }
+            let n = link.pref64s.len();
+            link.pref64s.retain(|p| p.expires > now);
+            changed |= link.pref64s.len() != n;
             let n = link.rdnss.len();
             link.rdnss.retain(|r| r.expires > now);
             changed |= link.rdnss.len() != n;
@@ -478,12 +593,22 @@ impl Inventory {
         self.links
             .values()
             .flat_map(|l| {
-                l.pref64
+                l.pref64s
                     .iter()
                     .map(|p| p.expires)
                     .chain(l.rdnss.iter().map(|r| r.expires))
             })
             .min()
+    }
+}
+
+/// With `list` at `cap` entries, drop the one whose lifetime ends first (linear).
+fn make_room<T>(list: &mut Vec<T>, cap: usize, expires: impl Fn(&T) -> Instant) {
+    while list.len() >= cap.max(1) {
+        let Some(first) = (0..list.len()).min_by_key(|i| expires(&list[*i])) else {
+            return;
+        };
+        list.swap_remove(first);
     }
 }
 
@@ -850,7 +975,7 @@ mod tests {
         let t0 = Instant::now();
         let mut inv = with_link();
         assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t0));
-        let p = inv.links[&2].pref64.clone().unwrap();
+        let p = inv.links[&2].pref64().cloned().unwrap();
         assert_eq!(p.prefix.to_string(), "2001:db8:64::/96");
         assert_eq!(p.expires, t0 + Duration::from_secs(600));
         assert_eq!(inv.next_expiry(), Some(t0 + Duration::from_secs(600)));
@@ -858,7 +983,7 @@ mod tests {
         // A withdrawal of another prefix leaves ours alone; of ours removes it.
         assert!(!inv.apply(ra(2, vec![pref64("64:ff9b::/96", 0)]), t0));
         assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 0)]), t0));
-        assert!(inv.links[&2].pref64.is_none());
+        assert!(inv.links[&2].pref64().is_none());
         assert_eq!(inv.next_expiry(), None);
 
         // Refreshed by a later RA, then its lifetime runs out.
@@ -867,7 +992,7 @@ mod tests {
         assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t1));
         assert!(!inv.expire(t0 + Duration::from_secs(600)));
         assert!(inv.expire(t1 + Duration::from_secs(600)));
-        assert!(inv.links[&2].pref64.is_none());
+        assert!(inv.links[&2].pref64().is_none());
     }
 
     #[test]
@@ -895,6 +1020,133 @@ mod tests {
             ra(2, vec![rdnss(&["2001:db8::55"], u64::from(u32::MAX))]),
             t0
         ));
+    }
+
+    fn ra_from(ifindex: u32, router: &str, options: Vec<RaOption>) -> NetEvent {
+        NetEvent::RaOptions(NdUserOpt {
+            ifindex,
+            icmp_type: 134,
+            source: Some(router.parse().unwrap()),
+            options,
+        })
+    }
+
+    /// Two routers on one link with different PREF64s: the default gateway's counts, whatever
+    /// order their RAs come in; without a gateway route, the newest.
+    #[test]
+    fn the_default_gateways_pref64_counts() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            ra_from(2, "fe80::a", vec![pref64("2001:db8:a::/96", 600)]),
+            t0,
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        inv.apply(
+            ra_from(2, "fe80::b", vec![pref64("2001:db8:b::/96", 600)]),
+            t1,
+        );
+        let counts = |inv: &Inventory| inv.links[&2].pref64().unwrap().prefix.to_string();
+        assert_eq!(
+            counts(&inv),
+            "2001:db8:b::/96",
+            "no gateway known: the newest"
+        );
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![DefaultRoute {
+                    family: Family::V6,
+                    oif: 2,
+                    gateway: Some("fe80::a".parse().unwrap()),
+                    metric: 1024,
+                    pref_src: None,
+                }],
+                replace: false,
+            },
+            t1,
+        );
+        assert_eq!(counts(&inv), "2001:db8:a::/96", "the default gateway's");
+        let t2 = t1 + Duration::from_secs(1);
+        inv.apply(
+            ra_from(2, "fe80::b", vec![pref64("2001:db8:b::/96", 600)]),
+            t2,
+        );
+        assert_eq!(counts(&inv), "2001:db8:a::/96", "still the gateway's");
+        assert_eq!(inv.links[&2].pref64s.len(), 2);
+    }
+
+    /// Prefixes no NAT64 can have, and the link's own /64, are refused (and logged once).
+    #[test]
+    fn bogus_pref64s_are_refused() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        inv.apply(
+            NetEvent::Addr {
+                ifindex: 2,
+                change: AddrChange::V6(V6Addr {
+                    addr: "2001:db8:1::5".parse().unwrap(),
+                    prefix_len: 64,
+                    tentative: false,
+                    dad_failed: false,
+                    deprecated: false,
+                    temporary: false,
+                    global: true,
+                }),
+            },
+            t0,
+        );
+        for bad in [
+            "ff02::/96",
+            "fe80::/96",
+            "::ffff:0:0/96",
+            "::/96",
+            "2001:db8:1::/96",
+        ] {
+            assert!(!inv.apply(ra(2, vec![pref64(bad, 600)]), t0), "{bad}");
+            assert!(inv.links[&2].pref64().is_none(), "{bad}");
+            assert!(
+                inv.links[&2]
+                    .pref64_refused
+                    .as_deref()
+                    .unwrap()
+                    .contains(bad),
+                "{bad}"
+            );
+        }
+        assert!(inv.apply(ra(2, vec![pref64("2001:db8:64::/96", 600)]), t0));
+    }
+
+    /// A flood of RAs from ever new routers with ever new servers keeps a bounded state.
+    #[test]
+    fn ra_state_is_bounded_whatever_is_sent() {
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        for i in 0..5_000u32 {
+            let servers: Vec<String> = (0..89)
+                .map(|j| format!("2001:db8:53:{i:x}::{j:x}"))
+                .collect();
+            let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+            let router = format!("fe80::{:x}", i + 1);
+            inv.apply(
+                ra_from(
+                    2,
+                    &router,
+                    vec![
+                        rdnss(&servers, u64::from(u32::MAX)),
+                        pref64(&format!("2001:db8:{:x}::/96", i % 7 + 100), 600),
+                    ],
+                ),
+                t0 + Duration::from_millis(u64::from(i)),
+            );
+        }
+        let l = &inv.links[&2];
+        assert!(l.rdnss.len() <= MAX_RDNSS, "{}", l.rdnss.len());
+        assert!(l.pref64s.len() <= MAX_PREF64_ROUTERS);
+        // The newest survive.
+        assert!(l
+            .rdnss
+            .iter()
+            .any(|r| r.server.to_string().starts_with("2001:db8:53:1387:")));
     }
 
     #[test]
@@ -937,11 +1189,11 @@ mod tests {
         assert_eq!(inv.links.keys().copied().collect::<Vec<_>>(), [2, 4]);
         assert!(inv.links[&2].v6_default_route);
         assert_eq!(
-            inv.links[&2].pref64.as_ref().unwrap().prefix.to_string(),
+            inv.links[&2].pref64().unwrap().prefix.to_string(),
             "2001:db8:64::/96"
         );
         assert_eq!(inv.links[&2].rdnss.len(), 1);
-        assert!(inv.links[&4].pref64.is_none());
+        assert!(inv.links[&4].pref64().is_none());
         let same = inv.clone();
         assert!(
             !inv.apply(NetEvent::Resync(same), now),
