@@ -465,3 +465,54 @@ fn bogus_pref64s_are_refused() {
     let _ra = topo.start_pref64_sender(DEFAULT_PREFIX, 1800, Duration::from_secs(2));
     running_with(&d, DEFAULT_PREFIX, "pref64");
 }
+
+/// Issue 8, path MTU of the uplink: an RA's MTU option (1400) lowers the uplink's IPv6 MTU, and
+/// the tun follows it minus the translation overhead (1372); a later change is followed too.
+#[test]
+fn the_tun_mtu_follows_the_ras_mtu_option() {
+    if skip_unless_root("the_tun_mtu_follows_the_ras_mtu_option") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::pref64_only());
+    topo.wait_slaac("up0");
+    let with_mtu = |mtu: u32| {
+        let mut ra = pref64_ra(&DEFAULT_PREFIX.parse().unwrap(), 1800);
+        ra.extend_from_slice(&[5, 1, 0, 0]);
+        ra.extend_from_slice(&mtu.to_be_bytes());
+        ra
+    };
+    let ra1400 = with_mtu(1400);
+    let sender = topo.start_ra_loop(
+        PREF64_SENDER_LL,
+        move |_| ra1400.clone(),
+        Duration::from_secs(1),
+    );
+    let d = topo.start_autoclat("");
+    let u = running_with(&d, DEFAULT_PREFIX, "pref64");
+    let tun = u["v4_iface"].as_str().unwrap().to_owned();
+    let mtu_of = |name: &str| topo.link(Ns::Client, name).map(|l| l["mtu"].as_u64());
+    assert!(
+        wait_until(WAIT, || mtu_of(&tun) == Some(Some(1372))),
+        "tun MTU {:?}, uplink IPv6 MTU {}",
+        mtu_of(&tun),
+        topo.exec_ok(Ns::Client, &["sysctl", "-n", "net.ipv6.conf.up0.mtu"])
+    );
+    sender.stop();
+    let ra1300 = with_mtu(1300);
+    let _sender = topo.start_ra_loop(
+        PREF64_SENDER_LL,
+        move |_| ra1300.clone(),
+        Duration::from_secs(1),
+    );
+    assert!(
+        wait_until(WAIT, || {
+            let u = d.uplink("up0").unwrap();
+            u["state"] == "running"
+                && u["v4_iface"]
+                    .as_str()
+                    .is_some_and(|t| mtu_of(t) == Some(Some(1272)))
+        }),
+        "tun MTU not 1272 after the RA's MTU went to 1300: {:?}",
+        d.uplink("up0")
+    );
+}

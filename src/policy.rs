@@ -208,7 +208,8 @@ pub fn decide_with_own_tuns(
         prefix_source,
         v6_net: clat_net.net,
         v6_covered: clat_net.covered,
-        uplink_mtu: uplink.mtu,
+        // The IPv6 path MTU of the uplink: an RA's MTU option lowers it below the link's.
+        uplink_mtu: uplink.v6_mtu.map_or(uplink.mtu, |m| m.min(uplink.mtu)),
         route_metric: rule.route_metric,
         fast_path: rule.fast_path,
     })

@@ -786,3 +786,30 @@ fn a_default_route_through_a_tunnel_is_not_native_ipv4() {
         "native IPv4: default route via eth1",
     );
 }
+
+/// Issue 8: the plan's MTU is the uplink's IPv6 MTU (an RA's MTU option lowers it below the
+/// link MTU), so the tun follows it.
+#[test]
+fn the_plan_takes_the_uplinks_ipv6_mtu() {
+    let mut up = v6_only(2, "eth0");
+    up.mtu = 1500;
+    up.v6_mtu = Some(1400);
+    let inv = inventory([up.clone()]);
+    assert_eq!(
+        decide_in(&Config::default(), &inv, "eth0")
+            .plan()
+            .unwrap()
+            .uplink_mtu,
+        1400
+    );
+    // Never above the link MTU.
+    up.v6_mtu = Some(9000);
+    let inv = inventory([up]);
+    assert_eq!(
+        decide_in(&Config::default(), &inv, "eth0")
+            .plan()
+            .unwrap()
+            .uplink_mtu,
+        1500
+    );
+}

@@ -63,11 +63,10 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkM
     loop {
         rx.clear();
         let n = socket.recv(&mut rx, 0)?;
-        let mut offset = 0;
-        while offset < n {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[offset..n])
+        for m in crate::nlmsg::messages(&rx[..n.min(rx.len())]) {
+            let m = m.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.bytes)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(replies),
                 NetlinkPayload::Error(e) => {
@@ -87,10 +86,6 @@ fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkM
                 }
                 _ => {}
             }
-            if len == 0 {
-                break;
-            }
-            offset += (len + 3) & !3;
         }
     }
 }

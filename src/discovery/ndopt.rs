@@ -219,25 +219,25 @@ fn parse_rdnss(opt: &[u8]) -> Result<RaOption, NdOptError> {
 }
 
 /// Walk the netlink attributes after the options and return NDUSEROPT_SRCADDR, if present.
-fn parse_source_attr(mut attrs: &[u8], base: usize) -> Result<Option<Ipv6Addr>, NdOptError> {
-    let mut offset = base;
+fn parse_source_attr(attrs: &[u8], base: usize) -> Result<Option<Ipv6Addr>, NdOptError> {
     let mut source = None;
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff; // strip NLA_F_* flags
-        if len < 4 || len > attrs.len() {
-            return Err(NdOptError::BadAttribute { kind, offset, len });
-        }
+    for a in crate::nlmsg::attrs(attrs, 0) {
+        let (kind, payload) = a.map_err(|e| match e {
+            crate::nlmsg::NlmsgError::BadAttribute { kind, offset, len } => {
+                NdOptError::BadAttribute {
+                    kind,
+                    offset: base + offset,
+                    len,
+                }
+            }
+            crate::nlmsg::NlmsgError::BadLength { .. } => NdOptError::Truncated("attribute"),
+        })?;
         if kind == NDUSEROPT_SRCADDR {
-            let payload = &attrs[4..len];
             let bytes: [u8; 16] = payload
                 .try_into()
                 .map_err(|_| NdOptError::BadSourceAddr(payload.len()))?;
             source = Some(Ipv6Addr::from(bytes));
         }
-        let step = ((len + 3) & !3).min(attrs.len());
-        attrs = &attrs[step..];
-        offset += step;
     }
     Ok(source)
 }
@@ -541,30 +541,18 @@ mod tests {
     }
 }
 
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDRLEN: usize = 16;
-
 /// The `RTM_NEWNDUSEROPT` messages in one netlink datagram, parsed; other message types are
 /// skipped. A malformed netlink header ends the walk with an error entry.
 pub fn nduseropts_in_datagram(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>> {
-    let mut out = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            out.push(Err(NdOptError::Truncated(
+    crate::nlmsg::messages(datagram)
+        .filter_map(|m| match m {
+            Ok(m) if m.ty == RTM_NEWNDUSEROPT => Some(parse_nduseropt(m.payload)),
+            Ok(_) => None,
+            Err(_) => Some(Err(NdOptError::Truncated(
                 "netlink message length overruns the datagram",
-            )));
-            break;
-        }
-        if kind == RTM_NEWNDUSEROPT {
-            out.push(parse_nduseropt(&rest[NLMSG_HDRLEN..len]));
-        }
-        let step = ((len + 3) & !3).min(rest.len());
-        rest = &rest[step..];
-    }
-    out
+            ))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -574,7 +562,7 @@ mod datagram_tests {
 
     fn nlmsg(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        v.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
+        v.extend_from_slice(&((crate::nlmsg::NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
         v.extend_from_slice(&kind.to_ne_bytes());
         v.extend_from_slice(&[0; 10]);
         v.extend_from_slice(payload);

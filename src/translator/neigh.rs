@@ -14,9 +14,8 @@ use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+use crate::nlmsg::{self, Request};
+
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -37,83 +36,46 @@ const CACHE: usize = 32;
 /// The `RTM_GETROUTE` request for `dst` out of `oif` (with `mark`, as the raw socket's
 /// packets would carry it).
 pub fn route_request(seq: u32, dst: Ipv6Addr, oif: u32, mark: Option<u32>) -> Vec<u8> {
-    let mut m = header(libc::RTM_GETROUTE, seq);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type; flags u32.
-    m.extend_from_slice(&[libc::AF_INET6 as u8, 128, 0, 0, 0, 0, 0, 0]);
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    attr(&mut m, RTA_DST, &dst.octets());
-    attr(&mut m, RTA_OIF, &oif.to_ne_bytes());
+    let mut m = Request::new(libc::RTM_GETROUTE, 0, seq)
+        .fixed(&[libc::AF_INET6 as u8, 128, 0, 0, 0, 0, 0, 0])
+        .fixed(&0u32.to_ne_bytes())
+        .attr(RTA_DST, &dst.octets())
+        .attr(RTA_OIF, &oif.to_ne_bytes());
     if let Some(mark) = mark {
-        attr(&mut m, RTA_MARK, &mark.to_ne_bytes());
+        m = m.attr(RTA_MARK, &mark.to_ne_bytes());
     }
-    finish(m)
+    m.finish()
 }
 
 /// The `RTM_GETNEIGH` request (single entry, Linux ≥ 4.20) for `addr` on `ifindex`.
 pub fn neigh_request(seq: u32, addr: Ipv6Addr, ifindex: u32) -> Vec<u8> {
-    let mut m = header(libc::RTM_GETNEIGH, seq);
     // struct ndmsg: family, pad1, pad2 (u16), ifindex (i32), state (u16), flags, type.
-    m.extend_from_slice(&[libc::AF_INET6 as u8, 0, 0, 0]);
-    m.extend_from_slice(&ifindex.to_ne_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
-    attr(&mut m, NDA_DST, &addr.octets());
-    finish(m)
-}
-
-fn header(ty: u16, seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64);
-    m.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m
-}
-
-fn attr(m: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    m.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(data);
-    while m.len() % 4 != 0 {
-        m.push(0);
-    }
-}
-
-fn finish(mut m: Vec<u8>) -> Vec<u8> {
-    let len = (m.len() as u32).to_ne_bytes();
-    m[..4].copy_from_slice(&len);
-    m
+    Request::new(libc::RTM_GETNEIGH, 0, seq)
+        .fixed(&[libc::AF_INET6 as u8, 0, 0, 0])
+        .fixed(&ifindex.to_ne_bytes())
+        .fixed(&[0, 0, 0, 0])
+        .attr(NDA_DST, &addr.octets())
+        .finish()
 }
 
 /// The first netlink message in `buf`: (type, payload after the netlink header), or an
 /// error for `NLMSG_ERROR` with a non-zero code.
 fn first_message(buf: &[u8]) -> io::Result<(u16, &[u8])> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "short netlink answer");
-    let h = buf.get(..NLMSG_HDRLEN).ok_or_else(bad)?;
-    let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    let ty = u16::from_ne_bytes([h[4], h[5]]);
-    let body = buf.get(NLMSG_HDRLEN..len).ok_or_else(bad)?;
-    if ty == NLMSG_ERROR {
-        let code = body.get(..4).ok_or_else(bad)?;
-        let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
-        return Err(io::Error::from_raw_os_error(code.saturating_neg()));
+    let m = nlmsg::messages(buf)
+        .next()
+        .ok_or_else(bad)?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    match m.error() {
+        Some(0) | None => Ok((m.ty, m.payload)),
+        Some(code) => Err(io::Error::from_raw_os_error(code)),
     }
-    Ok((ty, body))
 }
 
-/// The attributes after a fixed header of `fixed` bytes: (type, data) pairs.
+/// The attributes after a fixed header of `fixed` bytes (a malformed one ends the walk).
 fn attrs(body: &[u8], fixed: usize) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = body.get(fixed..).unwrap_or(&[]);
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_ne_bytes([*rest.first()?, *rest.get(1)?]));
-        let ty = u16::from_ne_bytes([*rest.get(2)?, *rest.get(3)?]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            return None;
-        }
-        let data = &rest[4..len];
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some((ty, data))
-    })
+    nlmsg::attrs(body, fixed).map_while(Result::ok)
 }
 
 /// From an `RTM_NEWROUTE` answer: the gateway, or `dst` itself for an on-link route; `None`
@@ -317,12 +279,11 @@ mod tests {
     use super::*;
 
     fn answer(ty: u16, fixed: &[u8], attrs_: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut m = header(ty, 7);
-        m.extend_from_slice(fixed);
+        let mut m = Request::new(ty, 0, 7).fixed(fixed);
         for (t, d) in attrs_ {
-            attr(&mut m, *t, d);
+            m = m.attr(*t, d);
         }
-        finish(m)
+        m.finish()
     }
 
     #[test]
@@ -361,10 +322,10 @@ mod tests {
         );
         let onlink = answer(24, &fixed, &[(RTA_OIF, &5u32.to_ne_bytes())]);
         assert_eq!(parse_route(&onlink, dst, 5).unwrap(), Some(dst));
-        let mut err = header(NLMSG_ERROR, 7);
-        err.extend_from_slice(&(-libc::ENETUNREACH).to_ne_bytes());
-        err.extend_from_slice(&[0; 16]);
-        let err = finish(err);
+        let err = Request::new(nlmsg::NLMSG_ERROR, 0, 7)
+            .fixed(&(-libc::ENETUNREACH).to_ne_bytes())
+            .fixed(&[0; 16])
+            .finish();
         assert_eq!(
             parse_route(&err, dst, 5).unwrap_err().raw_os_error(),
             Some(libc::ENETUNREACH)

@@ -2,17 +2,16 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REPLACE};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, Nla, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, State,
+    AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    LinkProtoInfoInet6, State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-
-use crate::discovery::ndopt::{parse_nduseropt, NdOptError, NdUserOpt};
 
 use super::inventory::{
     AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, OnLinkRoute, V4Addr, V6Addr,
@@ -22,8 +21,6 @@ use super::inventory::{
 pub const RTM_NEWNDUSEROPT: u16 = 68;
 /// `RTNLGRP_ND_USEROPT`: the multicast group the kernel forwards RA options to.
 pub const RTNLGRP_ND_USEROPT: u32 = 20;
-
-const NLMSG_HDRLEN: usize = 16;
 
 /// The events in one message from the rtnetlink event stream (or a dump): links, addresses and
 /// main-table default routes; everything else gives none.
@@ -46,6 +43,12 @@ pub fn message_events(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Vec<NetEvent
 /// `RTM_NEWLINK` → [`NetEvent::Link`]. Messages of another family (bridge port notifications,
 /// `AF_BRIDGE`) carry only part of the link and give none.
 pub fn link_event(m: &LinkMessage) -> Option<NetEvent> {
+    if m.header.interface_family == AddressFamily::Inet6 && m.header.index != 0 {
+        return v6_mtu_of_protinfo(m).map(|mtu| NetEvent::V6Mtu {
+            ifindex: m.header.index,
+            mtu,
+        });
+    }
     if m.header.interface_family != AddressFamily::Unspec || m.header.index == 0 {
         return None;
     }
@@ -57,6 +60,7 @@ pub fn link_event(m: &LinkMessage) -> Option<NetEvent> {
         carrier: flags.contains(LinkFlags::LowerUp),
         loopback: flags.contains(LinkFlags::Loopback),
         mtu: 0,
+        v6_mtu: None,
         alias: None,
         kind: None,
     };
@@ -70,6 +74,15 @@ pub fn link_event(m: &LinkMessage) -> Option<NetEvent> {
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
             LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a.clone()),
             LinkAttribute::OperState(State::Up) => info.carrier = true,
+            LinkAttribute::AfSpecUnspec(specs) => {
+                info.v6_mtu = specs.iter().find_map(|s| match s {
+                    AfSpecUnspec::Inet6(v6) => v6.iter().find_map(|a| match a {
+                        AfSpecInet6::DevConf(c) => u32::try_from(c.mtu6).ok().filter(|m| *m > 0),
+                        _ => None,
+                    }),
+                    _ => None,
+                });
+            }
             LinkAttribute::LinkInfo(infos) => {
                 info.kind = infos.iter().find_map(|i| match i {
                     NlLinkInfo::Kind(k) => Some(k.to_string()),
@@ -80,6 +93,32 @@ pub fn link_event(m: &LinkMessage) -> Option<NetEvent> {
         }
     }
     have_name.then_some(NetEvent::Link(info))
+}
+
+/// `IFLA_INET6_CONF` inside `IFLA_PROTINFO` (linux/if_link.h), an array of s32 indexed by
+/// `DEVCONF_*` (linux/ipv6.h), of which `DEVCONF_MTU6` is the third.
+const IFLA_INET6_CONF: u16 = 2;
+const DEVCONF_MTU6: usize = 2;
+
+/// The IPv6 MTU in an `AF_INET6` `RTM_NEWLINK` (the kernel's `inet6_ifinfo_notify`, sent when
+/// an RA changes the link's RA flags or MTU); netlink-packet-route leaves its `IFLA_PROTINFO`
+/// unparsed, so the one value is read here.
+fn v6_mtu_of_protinfo(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::ProtoInfoInet6(infos) => infos.iter().find_map(|i| match i {
+            LinkProtoInfoInet6::Other(nla) if nla.kind() == IFLA_INET6_CONF => {
+                let mut buf = vec![0u8; nla.value_len()];
+                nla.emit_value(&mut buf);
+                let at = DEVCONF_MTU6 * 4;
+                let bytes: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+                u32::try_from(i32::from_ne_bytes(bytes))
+                    .ok()
+                    .filter(|m| *m > 0)
+            }
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// `RTM_DELLINK` → [`NetEvent::LinkGone`]. An `AF_BRIDGE` `RTM_DELLINK` means "left its bridge",
@@ -293,25 +332,8 @@ pub fn inventory_from_dump<'a>(
 }
 
 /// The `RTM_NEWNDUSEROPT` messages in one datagram from the ND user-option group, each parsed
-/// (other message types are skipped). A malformed netlink header ends the walk with an error.
-pub fn nduseropt_messages(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>> {
-    let mut out = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            out.push(Err(NdOptError::Truncated("netlink message header")));
-            break;
-        }
-        if kind == RTM_NEWNDUSEROPT {
-            out.push(parse_nduseropt(&rest[NLMSG_HDRLEN..len]));
-        }
-        let aligned = (len + 3) & !3;
-        rest = rest.get(aligned..).unwrap_or(&[]);
-    }
-    out
-}
+/// (other message types are skipped): the one walker, [`crate::discovery::ndopt::nduseropts_in_datagram`].
+pub use crate::discovery::ndopt::nduseropts_in_datagram as nduseropt_messages;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -324,6 +346,49 @@ mod tests {
     use netlink_packet_route::route::RouteNextHop;
 
     use super::*;
+
+    /// The link's IPv6 MTU from its AF_SPEC (dumps and AF_UNSPEC RTM_NEWLINK), and from the
+    /// AF_INET6 RTM_NEWLINK the kernel sends when an RA's MTU option changes it.
+    #[test]
+    fn the_ipv6_mtu_from_af_spec_and_from_an_inet6_newlink() {
+        use netlink_packet_route::link::Inet6DevConf;
+        let mut m = link_msg(AddressFamily::Unspec, LinkFlags::Up);
+        let mut conf = Inet6DevConf::default();
+        conf.mtu6 = 1400;
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::DevConf(conf)],
+            )]));
+        match link_event(&m) {
+            Some(NetEvent::Link(info)) => assert_eq!(info.v6_mtu, Some(1400)),
+            other => panic!("{other:?}"),
+        }
+        // IPv6 disabled on the link: no AF_INET6 attributes, no IPv6 MTU.
+        let m = link_msg(AddressFamily::Unspec, LinkFlags::Up);
+        match link_event(&m) {
+            Some(NetEvent::Link(info)) => assert_eq!(info.v6_mtu, None),
+            other => panic!("{other:?}"),
+        }
+        // inet6_ifinfo_notify: IFLA_PROTINFO { IFLA_INET6_CONF: s32[DEVCONF_MAX] }.
+        let mut conf = vec![0u8; 4 * 60];
+        conf[8..12].copy_from_slice(&1280i32.to_ne_bytes());
+        let mut m = LinkMessage::default();
+        m.header.interface_family = AddressFamily::Inet6;
+        m.header.index = 7;
+        m.attributes = vec![
+            LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::ProtoInfoInet6(vec![LinkProtoInfoInet6::Other(
+                netlink_packet_core::DefaultNla::new(IFLA_INET6_CONF, conf),
+            )]),
+        ];
+        assert_eq!(
+            link_event(&m),
+            Some(NetEvent::V6Mtu {
+                ifindex: 7,
+                mtu: 1280
+            })
+        );
+    }
 
     fn link_msg(family: AddressFamily, flags: LinkFlags) -> LinkMessage {
         let mut m = LinkMessage::default();

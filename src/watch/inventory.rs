@@ -93,6 +93,9 @@ pub struct Uplink {
     pub carrier: bool,
     pub loopback: bool,
     pub mtu: u32,
+    /// The IPv6 MTU (`net.ipv6.conf.<link>.mtu`, which an RA's MTU option sets), when the link
+    /// has IPv6.
+    pub v6_mtu: Option<u32>,
     /// IFLA_IFALIAS; ours carry `autoclat:<uplink>`.
     pub alias: Option<String>,
     /// Link kind from IFLA_LINKINFO (e.g. "veth", "bridge", "tun"), if any.
@@ -133,6 +136,7 @@ impl Uplink {
             carrier: false,
             loopback: false,
             mtu: 1500,
+            v6_mtu: None,
             alias: None,
             kind: None,
             v6_addrs: Vec::new(),
@@ -274,6 +278,8 @@ pub struct LinkInfo {
     pub carrier: bool,
     pub loopback: bool,
     pub mtu: u32,
+    /// DEVCONF_MTU6 from the link's IPv6 attributes, when it has IPv6.
+    pub v6_mtu: Option<u32>,
     pub alias: Option<String>,
     pub kind: Option<String>,
 }
@@ -295,6 +301,9 @@ pub enum NetEvent {
     Link(LinkInfo),
     /// A link went away (`RTM_DELLINK`), by index.
     LinkGone(u32),
+    /// The IPv6 MTU of a link changed (an `AF_INET6` `RTM_NEWLINK`, which the kernel sends
+    /// when an RA's MTU option changes it).
+    V6Mtu { ifindex: u32, mtu: u32 },
     /// An address appeared, changed or went away (`RTM_NEWADDR` / `RTM_DELADDR`).
     Addr { ifindex: u32, change: AddrChange },
     /// Default-route next hops appeared (`RTM_NEWROUTE`). With `replace` (`NLM_F_REPLACE`), the
@@ -339,6 +348,7 @@ impl Uplink {
             carrier,
             loopback,
             mtu,
+            v6_mtu,
             alias,
             kind,
         } = info;
@@ -348,6 +358,7 @@ impl Uplink {
         self.carrier = carrier;
         self.loopback = loopback;
         self.mtu = mtu;
+        self.v6_mtu = v6_mtu;
         self.alias = alias;
         self.kind = kind;
     }
@@ -359,6 +370,13 @@ impl Inventory {
         match ev {
             NetEvent::Link(info) => self.apply_link(info),
             NetEvent::LinkGone(ifindex) => self.links.remove(&ifindex).is_some(),
+            NetEvent::V6Mtu { ifindex, mtu } => match self.links.get_mut(&ifindex) {
+                Some(l) if l.v6_mtu != Some(mtu) => {
+                    l.v6_mtu = Some(mtu);
+                    true
+                }
+                _ => false,
+            },
             NetEvent::Addr { ifindex, change } => self.apply_addr(ifindex, change),
             NetEvent::Route { routes, replace } => self.apply_routes(routes, replace),
             NetEvent::RouteGone(routes) => self.remove_routes(&routes),
@@ -650,6 +668,7 @@ mod tests {
             carrier: true,
             loopback: false,
             mtu: 1500,
+            v6_mtu: None,
             alias: None,
             kind: Some("veth".into()),
         }

@@ -93,9 +93,13 @@ pub async fn run(tx: Sender<NetEvent>) -> Result<(), WatchError> {
             }
             r = nd.recv(&mut buf) => match r {
                 Ok(()) => {
+                    let mut from: Vec<u32> = Vec::new();
                     for opt in nduseropt_messages(&buf) {
                         match opt {
                             Ok(opt) => {
+                                if !from.contains(&opt.ifindex) {
+                                    from.push(opt.ifindex);
+                                }
                                 if tx.send(NetEvent::RaOptions(opt)).await.is_err() {
                                     return Ok(());
                                 }
@@ -104,6 +108,19 @@ pub async fn run(tx: Sender<NetEvent>) -> Result<(), WatchError> {
                         }
                     }
                     buf.clear();
+                    // The same RA may have carried an MTU option: the kernel applies it to the
+                    // link's IPv6 MTU without telling anyone, so ask for the link again.
+                    for ifindex in from {
+                        match relink(&handle, ifindex).await {
+                            Ok(Some(ev)) => {
+                                if tx.send(ev).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::debug!(ifindex, "link after RA: {e}"),
+                        }
+                    }
                     false
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -123,6 +140,17 @@ pub async fn run(tx: Sender<NetEvent>) -> Result<(), WatchError> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The link `ifindex` as the kernel has it now, as a [`NetEvent::Link`] (none if it is gone).
+async fn relink(handle: &Handle, ifindex: u32) -> Result<Option<NetEvent>, WatchError> {
+    let mut links = handle.link().get().match_index(ifindex).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => Ok(super::convert::link_event(&link)),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
