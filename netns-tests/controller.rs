@@ -259,6 +259,7 @@ impl Topology {
             uplink_is_ethernet: true,
             fast_path: FastPathMode::Off,
             stats_page: false,
+            v6_covered: true,
         }
     }
 

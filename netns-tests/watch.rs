@@ -101,6 +101,7 @@ impl Watched {
                 l.v4_route_arrivals = 0;
                 l.rdnss.clear();
                 l.default_routes.sort();
+                l.onlink_v6.sort();
                 l.v4_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
                 l.v6_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
             }
@@ -109,6 +110,7 @@ impl Watched {
                 l.v4_addr_arrivals = 0;
                 l.v4_route_arrivals = 0;
                 l.default_routes.sort();
+                l.onlink_v6.sort();
                 l.v4_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
                 l.v6_addrs.sort_by_key(|a| (a.addr, a.prefix_len));
             }
@@ -275,6 +277,28 @@ async fn scenario(ns: &str, up: &str, peer: &str) {
     );
     w.until("IPv6 default route", |i| {
         uplink(i, up).is_some_and(|l| l.v6_default_route)
+    })
+    .await;
+
+    // On-link /64s: the kernel's prefix route of the /64 address, and a bare one as an RA's
+    // on-link prefix beside a DHCPv6 /128 looks; gone again when deleted.
+    let net = |n: &str| n.parse::<Ipv6Addr>().unwrap();
+    w.until("the address's on-link /64", |i| {
+        uplink(i, up).is_some_and(|l| l.onlink_v6_nets() == [net("2001:db8:1::")])
+    })
+    .await;
+    sh(
+        ns,
+        &format!("ip -6 route add 2001:db8:7::/64 dev {up} proto ra"),
+    );
+    w.until("a bare on-link /64", |i| {
+        uplink(i, up).is_some_and(|l| l.onlink_v6_nets().contains(&net("2001:db8:7::")))
+    })
+    .await;
+    w.agrees_with_dump("on-link /64s").await;
+    sh(ns, &format!("ip -6 route del 2001:db8:7::/64 dev {up}"));
+    w.until("the bare on-link /64 gone", |i| {
+        uplink(i, up).is_some_and(|l| !l.onlink_v6_nets().contains(&net("2001:db8:7::")))
     })
     .await;
 

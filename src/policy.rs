@@ -6,7 +6,8 @@
 //! 1. not loopback and not one of autoclat's own CLAT interfaces   (else `Disabled`)
 //! 2. administratively up, then carrier                            (else `Waiting`)
 //! 3. the config rule for the name enables it                      (else `Disabled`)
-//! 4. a usable global IPv6 address, then an IPv6 default route     (else `Waiting`)
+//! 4. a usable global IPv6 address, a /64 for the CLAT address (see [`choose_clat_net`]),
+//!    then an IPv6 default route                                   (else `Waiting`)
 //! 5. no native IPv4, as the rule's `ipv4_check` defines it        (else `Waiting`)
 //! 6. a NAT64 prefix is known, and not inside the uplink's own prefixes (else `Waiting`)
 //!
@@ -59,9 +60,13 @@ pub struct ClatPlan {
     pub ifindex: u32,
     pub prefix: Nat64Prefix,
     pub prefix_source: PrefixSource,
-    /// The /64 network (host bits zero) of the chosen global IPv6 address: the CLAT's IPv6
-    /// address is made inside it.
+    /// The /64 network (host bits zero) the CLAT's IPv6 address is made in
+    /// ([`choose_clat_net`]).
     pub v6_net: Ipv6Addr,
+    /// Whether an address of the uplink covers `v6_net` (its prefix, ≤ 64, contains it): the
+    /// uplink then answers neighbour solicitation for the CLAT address through an anycast
+    /// membership; otherwise (a DHCPv6 `/128` in an on-link /64) autoclat answers them itself.
+    pub v6_covered: bool,
     pub uplink_mtu: u32,
     pub route_metric: u32,
     pub fast_path: FastPathMode,
@@ -149,8 +154,11 @@ pub fn decide_with_own_tuns(
         return disabled(format!("disabled by rule `{}` in config", rule.match_glob));
     }
 
-    let Some(source_addr) = choose_v6_source(&uplink.v6_addrs) else {
+    if choose_v6_source(&uplink.v6_addrs).is_none() {
         return waiting(no_v6_address_reason(&uplink.v6_addrs));
+    }
+    let Some(clat_net) = choose_clat_net(uplink) else {
+        return waiting(no_clat_net_reason(uplink));
     };
     if !uplink.v6_default_route {
         return waiting("no IPv6 default route");
@@ -198,7 +206,8 @@ pub fn decide_with_own_tuns(
         ifindex: uplink.ifindex,
         prefix,
         prefix_source,
-        v6_net: slash64(source_addr.addr),
+        v6_net: clat_net.net,
+        v6_covered: clat_net.covered,
         // The IPv6 path MTU of the uplink: an RA's MTU option lowers it below the link's.
         uplink_mtu: uplink.v6_mtu.map_or(uplink.mtu, |m| m.min(uplink.mtu)),
         route_metric: rule.route_metric,
@@ -235,6 +244,75 @@ pub fn choose_v6_source(addrs: &[V6Addr]) -> Option<&V6Addr> {
         let ula = a.addr.segments()[0] & 0xfe00 == 0xfc00;
         (a.deprecated, a.temporary, ula)
     })
+}
+
+/// The /64 a CLAT address is made in, and how the uplink answers for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClatNet {
+    /// The /64 network (host bits zero).
+    pub net: Ipv6Addr,
+    /// An address of the uplink covers it (prefix length ≤ 64): anycast works there.
+    pub covered: bool,
+}
+
+/// The /64 the CLAT's IPv6 address is made in: the /64 of a usable global address whose prefix
+/// (≤ 64) covers it (SLAAC, or a manual /64), or an on-link /64 route of the uplink (the RA's
+/// on-link prefix next to a DHCPv6 `/128`). Among several, in RFC 6724's spirit and in this
+/// order of importance: not deprecated (a /64 whose usable addresses are all deprecated is; a
+/// bare on-link /64 without addresses is not), global before ULA, the prefix of an address
+/// before a bare on-link route, one with a non-temporary address before one with only privacy
+/// addresses; among equals the first listed (addresses, then routes, in the kernel's order),
+/// so the choice is stable while nothing changes. None when there is no candidate.
+pub fn choose_clat_net(uplink: &Uplink) -> Option<ClatNet> {
+    let usable: Vec<&V6Addr> = uplink
+        .v6_addrs
+        .iter()
+        .filter(|a| usable_global(a))
+        .collect();
+    let in_net = |net: Ipv6Addr| {
+        usable
+            .iter()
+            .filter(move |a| slash64(a.addr) == net)
+            .copied()
+    };
+    let mut nets: Vec<(Ipv6Addr, bool)> = Vec::new();
+    for a in usable.iter().filter(|a| a.prefix_len <= 64) {
+        let net = slash64(a.addr);
+        if !nets.iter().any(|(n, _)| *n == net) {
+            nets.push((net, true));
+        }
+    }
+    for net in uplink.onlink_v6_nets() {
+        let seg0 = net.segments()[0];
+        let unusable = seg0 & 0xffc0 == 0xfe80 || seg0 & 0xff00 == 0xff00;
+        if !unusable && !nets.iter().any(|(n, _)| *n == net) {
+            nets.push((net, false));
+        }
+    }
+    nets.iter()
+        .enumerate()
+        .min_by_key(|(i, (net, covered))| {
+            let covering = || in_net(*net).filter(|a| *covered && a.prefix_len <= 64);
+            let deprecated = in_net(*net).next().is_some() && in_net(*net).all(|a| a.deprecated);
+            let ula = net.segments()[0] & 0xfe00 == 0xfc00;
+            let only_temporary = *covered && covering().all(|a| a.temporary);
+            (deprecated, ula, !covered, only_temporary, *i)
+        })
+        .map(|(_, &(net, covered))| ClatNet { net, covered })
+}
+
+fn no_clat_net_reason(uplink: &Uplink) -> String {
+    let have: Vec<String> = uplink
+        .v6_addrs
+        .iter()
+        .filter(|a| usable_global(a))
+        .map(|a| format!("{}/{}", a.addr, a.prefix_len))
+        .collect();
+    format!(
+        "no on-link /64 on {} for the CLAT address (only {})",
+        uplink.name,
+        have.join(", ")
+    )
 }
 
 fn no_v6_address_reason(addrs: &[V6Addr]) -> String {

@@ -714,6 +714,64 @@ fn disabled_and_dry_run_start_nothing() {
     assert_eq!(s[0].reason.as_deref(), Some("dry-run: would start a CLAT"));
 }
 
+#[test]
+fn renumbering_and_a_change_of_coverage_restart_the_clat() {
+    let mut w = World::running();
+    // Renumbering: the old address deprecated, a new /64 beside it.
+    {
+        let up = w.inv.links.get_mut(&UPLINK).unwrap();
+        up.v6_addrs = vec![
+            v6("fe80::1"),
+            V6Addr {
+                deprecated: true,
+                ..v6("2001:db8:1::5")
+            },
+            v6("2001:db8:2::5"),
+        ];
+    }
+    let actions = w.pass();
+    match &actions[..] {
+        [Action::Stop {
+            ifindex: UPLINK, ..
+        }, Action::Start { plan, .. }] => {
+            assert_eq!(plan.v6_net, "2001:db8:2::".parse::<Ipv6Addr>().unwrap());
+            assert!(plan.v6_covered);
+        }
+        other => panic!("{other:?}"),
+    }
+    w.inv.links.remove(&TUN);
+    w.start_ok(&actions[1], TUN + 1);
+    assert_eq!(w.pass(), vec![]);
+
+    // The same /64 goes from covered to a bare on-link route (only a /128 left in it): how the
+    // uplink answers for the address changes, so the CLAT restarts.
+    {
+        let up = w.inv.links.get_mut(&UPLINK).unwrap();
+        up.v6_addrs = vec![
+            v6("fe80::1"),
+            V6Addr {
+                prefix_len: 128,
+                ..v6("2001:db8:2::100")
+            },
+        ];
+        up.onlink_v6 = vec![autoclat::watch::OnLinkRoute {
+            oif: UPLINK,
+            net: "2001:db8:2::".parse().unwrap(),
+            metric: 256,
+        }];
+    }
+    let actions = w.pass();
+    match &actions[..] {
+        [Action::Stop {
+            ifindex: UPLINK, ..
+        }, Action::Start { plan, .. }] => {
+            assert_eq!(plan.v6_net, "2001:db8:2::".parse::<Ipv6Addr>().unwrap());
+            assert!(!plan.v6_covered);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 fn learnt(prefix: &str, router: &str, now: Instant) -> LearntPref64 {
     LearntPref64 {
         prefix: prefix.parse().unwrap(),

@@ -5,8 +5,10 @@ use std::net::Ipv6Addr;
 
 use autoclat::config::{parse, Config, FastPathMode};
 use autoclat::discovery::{Nat64Prefix, PrefixSource};
-use autoclat::policy::{choose_v6_source, decide, slash64, ClatPlan, Decision, SkipState};
-use autoclat::watch::{Inventory, Uplink, V4Addr, V6Addr};
+use autoclat::policy::{
+    choose_clat_net, choose_v6_source, decide, slash64, ClatNet, ClatPlan, Decision, SkipState,
+};
+use autoclat::watch::{Inventory, OnLinkRoute, Uplink, V4Addr, V6Addr};
 
 fn v6(addr: &str) -> V6Addr {
     V6Addr {
@@ -96,6 +98,7 @@ fn ipv6_only_uplink_runs_with_the_expected_plan() {
             prefix: "2001:db8:64::/96".parse().unwrap(),
             prefix_source: PrefixSource::Dns64,
             v6_net: "2001:db8:1::".parse().unwrap(),
+            v6_covered: true,
             uplink_mtu: 1500,
             route_metric: 2048,
             fast_path: FastPathMode::Auto,
@@ -332,7 +335,7 @@ fn v6_net_is_the_slash64() {
     );
     let mut u = v6_only(2, "eth0");
     u.v6_addrs = vec![V6Addr {
-        prefix_len: 128,
+        prefix_len: 48,
         ..v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")
     }];
     let inv = inventory([u]);
@@ -341,6 +344,151 @@ fn v6_net_is_the_slash64() {
         plan.plan().unwrap().v6_net,
         "2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()
     );
+    assert!(plan.plan().unwrap().v6_covered, "a /48 covers its /64s");
+}
+
+fn onlink(oif: u32, net: &str) -> OnLinkRoute {
+    OnLinkRoute {
+        oif,
+        net: net.parse().unwrap(),
+        metric: 256,
+    }
+}
+
+fn net(net: &str, covered: bool) -> Option<ClatNet> {
+    Some(ClatNet {
+        net: net.parse().unwrap(),
+        covered,
+    })
+}
+
+/// A DHCPv6-only uplink: a global /128 (autoconf off), the RA's on-link /64 as a route.
+fn dhcpv6_only(ifindex: u32, name: &str) -> Uplink {
+    let mut u = v6_only(ifindex, name);
+    u.v6_addrs = vec![
+        v6("fe80::1"),
+        V6Addr {
+            prefix_len: 128,
+            ..v6("2001:db8:1::100")
+        },
+    ];
+    u.onlink_v6 = vec![onlink(ifindex, "2001:db8:1::")];
+    u
+}
+
+#[test]
+fn dhcpv6_slash128_uses_the_onlink_slash64_not_covered() {
+    let inv = inventory([dhcpv6_only(2, "eth0")]);
+    let d = decide_in(&Config::default(), &inv, "eth0");
+    let plan = d.plan().unwrap();
+    assert_eq!(plan.v6_net, "2001:db8:1::".parse::<Ipv6Addr>().unwrap());
+    assert!(!plan.v6_covered);
+}
+
+#[test]
+fn slash128_without_onlink_slash64_waits_and_says_so() {
+    let mut u = dhcpv6_only(2, "eth0");
+    // A link-local or multicast "on-link /64" is no candidate.
+    u.onlink_v6 = vec![onlink(2, "fe80::"), onlink(2, "ff02::")];
+    let inv = inventory([u]);
+    assert_skip(
+        &decide_in(&Config::default(), &inv, "eth0"),
+        SkipState::Waiting,
+        "no on-link /64 on eth0 for the CLAT address (only 2001:db8:1::100/128)",
+    );
+    // No usable address at all keeps the older, earlier reason.
+    let mut u = dhcpv6_only(2, "eth0");
+    u.v6_addrs.retain(|a| !a.global);
+    let inv = inventory([u]);
+    assert_skip(
+        &decide_in(&Config::default(), &inv, "eth0"),
+        SkipState::Waiting,
+        "no global IPv6 address yet",
+    );
+}
+
+#[test]
+fn clat_net_choice_follows_rfc6724s_spirit() {
+    let mut u = v6_only(2, "eth0");
+    let slash128 = |a: &str| V6Addr {
+        prefix_len: 128,
+        ..v6(a)
+    };
+    let deprecated = |a: V6Addr| V6Addr {
+        deprecated: true,
+        ..a
+    };
+
+    // An address's prefix before a bare on-link route, whatever the order.
+    u.v6_addrs = vec![v6("2001:db8:2::5")];
+    u.onlink_v6 = vec![onlink(2, "2001:db8:1::"), onlink(2, "2001:db8:2::")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:2::", true));
+
+    // Global before ULA, even a bare on-link global before a ULA address.
+    u.v6_addrs = vec![v6("fd00:1::5")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:1::", false));
+    u.onlink_v6.clear();
+    assert_eq!(choose_clat_net(&u), net("fd00:1::", true));
+
+    // Renumbering with SLAAC: the old prefix's address deprecated, the new one preferred.
+    u.v6_addrs = vec![deprecated(v6("2001:db8:a::5")), v6("2001:db8:b::5")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:b::", true));
+    // Only deprecated: still used (avoided, not refused).
+    u.v6_addrs = vec![deprecated(v6("2001:db8:a::5"))];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:a::", true));
+
+    // Renumbering with DHCPv6: the old /128 deprecated; the new on-link /64 has no address yet
+    // (not deprecated) or a fresh one.
+    u.v6_addrs = vec![deprecated(slash128("2001:db8:a::100"))];
+    u.onlink_v6 = vec![onlink(2, "2001:db8:a::"), onlink(2, "2001:db8:b::")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:b::", false));
+    u.v6_addrs.push(slash128("2001:db8:b::100"));
+    assert_eq!(choose_clat_net(&u), net("2001:db8:b::", false));
+
+    // The kernel's prefix route of a covered /64 is the same candidate, still covered.
+    u.v6_addrs = vec![v6("2001:db8:c::5")];
+    u.onlink_v6 = vec![onlink(2, "2001:db8:c::")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:c::", true));
+
+    // Stable among equals: the first listed.
+    u.v6_addrs = vec![v6("2001:db8:d::5"), v6("2001:db8:c::5")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:d::", true));
+    u.v6_addrs = vec![slash128("2001:db8:f::1")];
+    u.onlink_v6 = vec![onlink(2, "2001:db8:e::"), onlink(2, "2001:db8:d::")];
+    assert_eq!(choose_clat_net(&u), net("2001:db8:e::", false));
+
+    // Tentative addresses cover nothing.
+    u.v6_addrs = vec![V6Addr {
+        tentative: true,
+        ..v6("2001:db8:9::5")
+    }];
+    u.onlink_v6.clear();
+    assert_eq!(choose_clat_net(&u), None);
+}
+
+#[test]
+fn the_clat_moves_when_its_prefix_is_deprecated() {
+    let cfg = Config::default();
+    let mut u = v6_only(2, "eth0");
+    u.v6_addrs = vec![v6("2001:db8:a::5")];
+    let first = decide(&cfg, &inventory([u.clone()]), &u, nat64());
+    u.v6_addrs = vec![
+        V6Addr {
+            deprecated: true,
+            ..v6("2001:db8:a::5")
+        },
+        v6("2001:db8:b::5"),
+    ];
+    let second = decide(&cfg, &inventory([u.clone()]), &u, nat64());
+    assert_eq!(
+        first.plan().unwrap().v6_net,
+        "2001:db8:a::".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        second.plan().unwrap().v6_net,
+        "2001:db8:b::".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_ne!(first, second, "a different plan restarts the CLAT");
 }
 
 #[test]

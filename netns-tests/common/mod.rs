@@ -686,6 +686,27 @@ auth-zone:
         );
     }
 
+    /// Rewrites radvd's configuration with `prefixes` (radvd `prefix … { … };` blocks) instead
+    /// of the SLAAC prefix, keeping the rest, and makes radvd reload it (SIGHUP); radvd then
+    /// advertises the new set at once.
+    pub fn reconfigure_radvd(&self, prefixes: &str) {
+        let rdnss = if self.opts.rdnss {
+            format!("    RDNSS {ROUTER_V6} {{ }};\n")
+        } else {
+            String::new()
+        };
+        let conf = self.dir.join("radvd.conf");
+        fs::write(
+            &conf,
+            format!(
+                "interface br0 {{\n    AdvSendAdvert on;\n    MinRtrAdvInterval 3;\n    MaxRtrAdvInterval 4;\n    AdvDefaultLifetime 1800;\n{prefixes}\n{rdnss}}};\n"
+            ),
+        )
+        .unwrap();
+        let pid = fs::read_to_string(self.dir.join("radvd.pid")).unwrap();
+        run_ok(&["kill", "-HUP", pid.trim()]);
+    }
+
     /// `ip netns exec <ns> args…`; returns the output whatever the exit status.
     pub fn exec(&self, ns: Ns, args: &[&str]) -> Output {
         let mut v = vec!["ip", "netns", "exec", self.ns(ns)];

@@ -1,7 +1,8 @@
 //! The controller: the one owner of everything a CLAT puts on the system.
 //!
 //! A [`Clat`] holds every piece of one CLAT (see `ARCHITECTURE.md`): the tun `v4-U` and its
-//! descriptor, the CLAT IPv6 address's anycast membership on U, the uplink's `proxy_delay`
+//! descriptor, the CLAT IPv6 address's anycast membership on U (or, where no address of U
+//! covers it, autoclat's own neighbour-solicitation responder), the uplink's `proxy_delay`
 //! (changed through the crash-safe [`restore::Journal`]), the translator's packet sockets and
 //! their filter, the eBPF programs (ingress guard, fast path, and the fallback decision), the
 //! translator child, and on `v4-U` the IPv4 address, MTU, up state and IPv4 default route.
@@ -18,6 +19,8 @@ pub mod addressing;
 pub mod anycast;
 pub mod backoff;
 pub mod leftovers;
+pub mod ndp;
+pub mod ndsock;
 pub mod netconf;
 pub mod restore;
 pub mod spawn;
@@ -37,6 +40,7 @@ use crate::nat64::Nat64Prefix;
 use crate::translator::{FastPathExclusion, SocketError};
 
 use self::anycast::{AnycastError, AnycastMembership};
+use self::ndsock::{NdError, NdResponder};
 use self::netconf::NetconfError;
 use self::restore::{Journal, RestoreError};
 use self::spawn::{ChildWatch, ExitStatusInfo, ReservedFd, SpawnError};
@@ -48,6 +52,14 @@ pub const MTU_DELTA: u32 = 28;
 
 /// The smallest MTU IPv4 allows (RFC 791); an uplink too small for it cannot carry a CLAT.
 const MIN_V4_MTU: u32 = 68;
+
+/// How long duplicate address detection listens for an answer to its probe. RFC 4861's
+/// RetransTimer is 1 s, but on a LAN an owner answers within milliseconds; a CLAT start should
+/// not wait a second.
+pub const DEFAULT_DAD_WAIT: Duration = Duration::from_millis(400);
+
+/// How many generated addresses duplicate address detection tries before the start fails.
+pub const DAD_TRIES: usize = 3;
 
 /// How long a translator gets after SIGTERM before SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
@@ -65,8 +77,13 @@ pub struct ClatSpec {
     pub tun_name: String,
     /// The CLAT's IPv4 address (from 192.0.0.0/29).
     pub v4: Ipv4Addr,
-    /// The CLAT's IPv6 address inside U's /64 (checksum-neutral).
+    /// The CLAT's IPv6 address inside U's /64 (checksum-neutral). The start may replace it by
+    /// another of the same kind when duplicate address detection finds it in use.
     pub v6: Ipv6Addr,
+    /// An address of U covers `v6`'s /64, so U answers neighbour solicitation for `v6` through
+    /// an anycast membership; otherwise (a DHCPv6 `/128` next to an on-link /64) autoclat's own
+    /// responder ([`ndsock::NdResponder`]) answers.
+    pub v6_covered: bool,
     /// The NAT64 prefix.
     pub prefix: Nat64Prefix,
     /// The uplink's MTU; the tun gets `mtu - MTU_DELTA`.
@@ -147,6 +164,9 @@ pub enum StepError {
     /// The anycast membership.
     #[error(transparent)]
     Anycast(#[from] AnycastError),
+    /// Duplicate address detection or the neighbour-solicitation responder.
+    #[error(transparent)]
+    Nd(#[from] NdError),
     /// Spawning, signalling or reaping the translator.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
@@ -236,6 +256,8 @@ pub struct Clat {
     pub spec: ClatSpec,
     tun: Option<TunDevice>,
     anycast: Option<AnycastMembership>,
+    /// Answers neighbour solicitations for the CLAT address when no address of U covers it.
+    nd_responder: Option<NdResponder>,
     /// The sysctl we changed (the uplink's proxy_delay), to restore on stop.
     proxy_delay: Option<PathBuf>,
     bpf: Option<ClatBpf>,
@@ -256,6 +278,7 @@ impl Clat {
             spec,
             tun: None,
             anycast: None,
+            nd_responder: None,
             proxy_delay: None,
             bpf: None,
             fast_path_reason: None,
@@ -336,6 +359,7 @@ pub struct Controller {
     handle: rtnetlink::Handle,
     grace: Duration,
     journal: Option<Arc<Mutex<Journal>>>,
+    dad_wait: Option<Duration>,
 }
 
 impl Controller {
@@ -346,7 +370,15 @@ impl Controller {
             handle,
             grace: DEFAULT_GRACE,
             journal: None,
+            dad_wait: Some(DEFAULT_DAD_WAIT),
         }
+    }
+
+    /// The same controller listening `wait` for answers to its duplicate address detection
+    /// probe (`None`: no DAD at all).
+    pub fn with_dad_wait(mut self, wait: Option<Duration>) -> Self {
+        self.dad_wait = wait;
+        self
     }
 
     /// The same controller with another SIGTERM grace period for translators.
@@ -419,22 +451,100 @@ impl Controller {
             })?;
         }
 
+        // Nobody else on U's link may use the address (a raw-IP link has no neighbours).
+        if spec.uplink_is_ethernet {
+            self.detect_duplicate(clat).await?;
+        }
+        let spec = clat.spec.clone();
+
         self.create_tun(clat).await?;
 
-        // U answers neighbour solicitation for the CLAT's IPv6 address.
-        let membership = AnycastMembership::join(spec.v6, spec.uplink_ifindex).map_err(|e| {
-            ControllerError::step(format!("join {} as anycast on {}", spec.v6, spec.uplink), e)
-        })?;
-        clat.anycast = Some(membership);
-
-        // Neighbour advertisements for an anycast address wait up to proxy_delay (0.8 s by
-        // default): without this the router's first packet to the CLAT waits that long.
-        self.zero_proxy_delay(clat);
+        // U answers neighbour solicitation for the CLAT's IPv6 address: through an anycast
+        // membership where an address of U covers it, else through our own responder (the
+        // kernel joins anycast only inside a prefix U has an address in; proxy NDP answers only
+        // on interfaces that forward).
+        if spec.v6_covered {
+            let membership =
+                AnycastMembership::join(spec.v6, spec.uplink_ifindex).map_err(|e| {
+                    ControllerError::step(
+                        format!("join {} as anycast on {}", spec.v6, spec.uplink),
+                        e,
+                    )
+                })?;
+            clat.anycast = Some(membership);
+            // Neighbour advertisements for an anycast address wait up to proxy_delay (0.8 s by
+            // default): without this the router's first packet to the CLAT waits that long.
+            self.zero_proxy_delay(clat);
+        } else if spec.uplink_is_ethernet {
+            let step = || {
+                format!(
+                    "answer neighbour solicitation for {} on {}",
+                    spec.v6, spec.uplink
+                )
+            };
+            match ndsock::ethernet_address(spec.uplink_ifindex) {
+                Ok(mac) => {
+                    let responder = NdResponder::start(spec.uplink_ifindex, spec.v6, mac)
+                        .map_err(|e| ControllerError::step(step(), e))?;
+                    clat.nd_responder = Some(responder);
+                }
+                // A link without a link-layer address (WireGuard, PPP) resolves no neighbours.
+                Err(NdError::NoMac(_)) => {
+                    tracing::debug!(uplink = %spec.uplink, "no link-layer address: no neighbour solicitation to answer");
+                }
+                Err(e) => return Err(ControllerError::step(step(), e)),
+            }
+        }
 
         self.attach_programs(clat)?;
         self.open_sockets(clat)?;
         self.spawn_translator(clat)?;
         self.configure_tun(clat).await
+    }
+
+    /// Duplicate address detection of `clat.spec.v6` on U: a probe, then [`Controller::dad_wait`]
+    /// for an answer; an address in use is replaced by another checksum-neutral one in the same
+    /// /64 (up to [`DAD_TRIES`] addresses). DAD that cannot run (no socket) is logged and
+    /// skipped: the start does not depend on it.
+    async fn detect_duplicate(&self, clat: &mut Clat) -> Result<(), ControllerError> {
+        let Some(wait) = self.dad_wait else {
+            return Ok(());
+        };
+        let spec = &mut clat.spec;
+        for attempt in 1..=DAD_TRIES {
+            match ndsock::address_in_use(spec.uplink_ifindex, spec.v6, wait).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(owner)) => {
+                    let next = addressing::checksum_neutral_v6(
+                        spec.v6,
+                        spec.v4,
+                        &spec.prefix,
+                        random_u64(),
+                    );
+                    tracing::warn!(
+                        uplink = %spec.uplink,
+                        "{} is in use on {} (answer from {owner}): trying {next} ({attempt} of {DAD_TRIES})",
+                        spec.v6, spec.uplink
+                    );
+                    if attempt == DAD_TRIES {
+                        break;
+                    }
+                    spec.v6 = next;
+                }
+                Err(e) => {
+                    tracing::warn!(uplink = %spec.uplink, "duplicate address detection of {} skipped: {e}", spec.v6);
+                    return Ok(());
+                }
+            }
+        }
+        let why = format!(
+            "{DAD_TRIES} generated addresses in {}/64 were all in use",
+            crate::policy::slash64(spec.v6)
+        );
+        Err(ControllerError::step(
+            format!("duplicate address detection on {}", spec.uplink),
+            StepError::Refused(why),
+        ))
     }
 
     /// Opens the tun `v4-U` and marks it as ours (alias `autoclat:U`).
@@ -888,6 +998,7 @@ impl Controller {
             }
         }
         drop(clat.anycast.take());
+        drop(clat.nd_responder.take());
         if let Some(tun) = clat.tun.take() {
             match netconf::delete_link(h, tun.ifindex).await {
                 Err(e) if !e.is_already_gone() => {
@@ -941,6 +1052,22 @@ impl Controller {
             None => (Vec::new(), Vec::new()),
         }
     }
+}
+
+/// 64 random bits for a fresh interface identifier (the time and pid if /dev/urandom fails).
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(buf);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
 }
 
 #[cfg(test)]

@@ -953,6 +953,7 @@ fn reconcile_link(
     }
     if let Some(c) = &link.clat {
         let others_changed = c.plan.v6_net != plan.v6_net
+            || c.plan.v6_covered != plan.v6_covered
             || c.plan.uplink_mtu != plan.uplink_mtu
             || c.plan.route_metric != plan.route_metric
             || c.plan.fast_path != plan.fast_path;

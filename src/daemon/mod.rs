@@ -423,13 +423,25 @@ impl Daemon {
                     .links
                     .get(&ifindex)
                     .is_none_or(|u| u.kind.as_deref() != Some("tun"));
+                // Not one of U's own addresses (a 1 in 2^48 chance, but cheap to rule out).
+                let own: Vec<std::net::Ipv6Addr> = self
+                    .inventory
+                    .links
+                    .get(&ifindex)
+                    .map(|u| u.v6_addrs.iter().map(|a| a.addr).collect())
+                    .unwrap_or_default();
+                let mut v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
+                while own.contains(&v6) {
+                    v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
+                }
                 let spec = ClatSpec {
                     uplink: plan.uplink.clone(),
                     uplink_ifindex: ifindex,
                     uplink_is_ethernet,
                     tun_name,
                     v4,
-                    v6: checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64()),
+                    v6,
+                    v6_covered: plan.v6_covered,
                     prefix: plan.prefix,
                     mtu: plan.uplink_mtu,
                     route_metric,

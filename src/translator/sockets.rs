@@ -144,6 +144,45 @@ pub fn open_rx(
     Ok(fd)
 }
 
+/// A small `AF_PACKET`/`SOCK_DGRAM` receive socket on uplink `ifindex` with `filter` attached
+/// before it is bound to `ETH_P_ALL` (so nothing unfiltered ever reaches it), ignoring the
+/// host's own outgoing frames: the supervisor's neighbour-discovery sockets
+/// (`controller::ndsock`).
+pub fn open_packet_rx(ifindex: u32, filter: &[sock_filter]) -> Result<OwnedFd, SocketError> {
+    let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0).map_err(sys("socket(AF_PACKET)"))?;
+    set_rx_filter(fd.as_fd(), filter)?;
+    let one: c_int = 1;
+    let _ = setsockopt(
+        fd.as_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        &one,
+    );
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| SocketError::Sys {
+        what: "bind(AF_PACKET)",
+        source: io::Error::from_raw_os_error(libc::ENODEV),
+    })?;
+    // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            mem::size_of::<libc::sockaddr_ll>() as socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(SocketError::Sys {
+            what: "bind(AF_PACKET)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(fd)
+}
+
 /// Ask for `PACKET_AUXDATA` control messages, which say whether a packet's checksum is only
 /// partial (`TP_STATUS_CSUMNOTREADY`). The I/O loop needs them; setting them needs no
 /// privileges, so `clatd` does it on an inherited socket too.

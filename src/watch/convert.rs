@@ -14,7 +14,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::inventory::{
-    AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, V4Addr, V6Addr,
+    AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, OnLinkRoute, V4Addr, V6Addr,
 };
 
 /// `RTM_NEWNDUSEROPT` (linux/rtnetlink.h); netlink-packet-route does not know it.
@@ -177,11 +177,18 @@ fn is_link_local(a: Ipv6Addr) -> bool {
 }
 
 /// `RTM_NEWROUTE` / `RTM_DELROUTE` (`gone`) → [`NetEvent::Route`] / [`NetEvent::RouteGone`], for
-/// unicast default routes of the main table only; `replace` is the message's `NLM_F_REPLACE`.
+/// unicast default routes of the main table, and [`NetEvent::OnLink`] /
+/// [`NetEvent::OnLinkGone`] for its on-link IPv6 /64 routes; `replace` is the message's
+/// `NLM_F_REPLACE`.
 pub fn route_event(m: &RouteMessage, gone: bool, replace: bool) -> Option<NetEvent> {
     let routes = default_routes(m);
     if routes.is_empty() {
-        return None;
+        let route = onlink_v6_route(m)?;
+        return Some(if gone {
+            NetEvent::OnLinkGone(route)
+        } else {
+            NetEvent::OnLink { route, replace }
+        });
     }
     Some(if gone {
         NetEvent::RouteGone(routes)
@@ -241,6 +248,46 @@ pub fn default_routes(m: &RouteMessage) -> Vec<DefaultRoute> {
             .collect(),
         None => oif.map(|o| route(o, gateway)).into_iter().collect(),
     }
+}
+
+/// `m` as an on-link /64 of the main table: IPv6 unicast to a /64 that is neither link-local
+/// nor multicast, through one interface, without a gateway.
+pub fn onlink_v6_route(m: &RouteMessage) -> Option<OnLinkRoute> {
+    if m.header.address_family != AddressFamily::Inet6
+        || m.header.destination_prefix_length != 64
+        || m.header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut table = u32::from(m.header.table);
+    let mut oif = None;
+    let mut dst = None;
+    let mut metric = 0;
+    for attr in &m.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = Some(*d),
+            RouteAttribute::MultiPath(_) => return None,
+            a if gateway_of(a).is_some() => return None,
+            _ => {}
+        }
+    }
+    let net = dst?;
+    let seg0 = net.segments()[0];
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN)
+        || is_link_local(net)
+        || seg0 & 0xff00 == 0xff00
+        || net.is_unspecified()
+    {
+        return None;
+    }
+    Some(OnLinkRoute {
+        oif: oif.filter(|&o| o != 0)?,
+        net: crate::policy::slash64(net),
+        metric,
+    })
 }
 
 fn gateway_of(a: &RouteAttribute) -> Option<IpAddr> {
@@ -529,6 +576,68 @@ mod tests {
         assert_eq!(default_routes(&t).len(), 1);
         t.attributes.push(RouteAttribute::Table(1000));
         assert!(default_routes(&t).is_empty());
+    }
+
+    #[test]
+    fn onlink_v6_slash64_routes_of_the_main_table() {
+        let main = RouteHeader::RT_TABLE_MAIN;
+        let mut m = route_msg(AddressFamily::Inet6, 64, main, RouteType::Unicast);
+        let dst = |a: &str| RouteAttribute::Destination(RouteAddress::Inet6(a.parse().unwrap()));
+        m.attributes = vec![
+            dst("2001:db8:1::"),
+            RouteAttribute::Oif(7),
+            RouteAttribute::Priority(256),
+        ];
+        let want = OnLinkRoute {
+            oif: 7,
+            net: "2001:db8:1::".parse().unwrap(),
+            metric: 256,
+        };
+        assert_eq!(onlink_v6_route(&m), Some(want.clone()));
+        assert_eq!(
+            route_event(&m, false, true),
+            Some(NetEvent::OnLink {
+                route: want.clone(),
+                replace: true
+            })
+        );
+        assert_eq!(
+            route_event(&m, true, false),
+            Some(NetEvent::OnLinkGone(want))
+        );
+
+        let mut gw = m.clone();
+        gw.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(
+                "fe80::1".parse().unwrap(),
+            )));
+        let mut ll = m.clone();
+        ll.attributes[0] = dst("fe80::");
+        let mut mc = m.clone();
+        mc.attributes[0] = dst("ff02::");
+        let mut no_dst = m.clone();
+        no_dst.attributes.remove(0);
+        let mut other_table = m.clone();
+        other_table.attributes.push(RouteAttribute::Table(100));
+        let mut len48 = m.clone();
+        len48.header.destination_prefix_length = 48;
+        let mut v4 = m.clone();
+        v4.header.address_family = AddressFamily::Inet;
+        let mut local = m.clone();
+        local.header.kind = RouteType::Local;
+        for (what, r) in [
+            ("gateway", gw),
+            ("link-local", ll),
+            ("multicast", mc),
+            ("no destination", no_dst),
+            ("table 100", other_table),
+            ("/48", len48),
+            ("IPv4", v4),
+            ("local", local),
+        ] {
+            assert_eq!(onlink_v6_route(&r), None, "{what}");
+            assert_eq!(route_event(&r, false, false), None, "{what}");
+        }
     }
 
     #[test]

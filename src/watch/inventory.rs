@@ -114,6 +114,9 @@ pub struct Uplink {
     pub pref64s: Vec<LearntPref64>,
     /// At most [`MAX_RDNSS`] servers, each with its own lifetime.
     pub rdnss: Vec<LearntRdnss>,
+    /// The main table's on-link IPv6 /64 routes through this link (no gateway: the RA's
+    /// on-link prefixes and the kernel's prefix routes of addresses), one entry per route.
+    pub onlink_v6: Vec<OnLinkRoute>,
     /// The last PREF64 refused on this link and why (logged once per new value).
     pub pref64_refused: Option<String>,
     /// How many IPv4 addresses, and IPv4 default routes, have appeared on this link since the
@@ -143,6 +146,7 @@ impl Uplink {
             default_routes: Vec::new(),
             pref64s: Vec::new(),
             rdnss: Vec::new(),
+            onlink_v6: Vec::new(),
             pref64_refused: None,
             v4_addr_arrivals: 0,
             v4_route_arrivals: 0,
@@ -182,6 +186,17 @@ impl Uplink {
         self.kind
             .as_deref()
             .is_some_and(|k| TUNNEL_KINDS.contains(&k))
+    }
+
+    /// The distinct on-link /64 networks of this link, in the order their routes appeared.
+    pub fn onlink_v6_nets(&self) -> Vec<Ipv6Addr> {
+        let mut nets: Vec<Ipv6Addr> = Vec::new();
+        for r in &self.onlink_v6 {
+            if !nets.contains(&r.net) {
+                nets.push(r.net);
+            }
+        }
+        nets
     }
 
     /// Whether this interface is a CLAT interface made by autoclat (alias `autoclat:*`).
@@ -242,6 +257,18 @@ pub struct DefaultRoute {
     pub pref_src: Option<IpAddr>,
 }
 
+/// A main-table IPv6 route to a /64 without a gateway (`2001:db8:1::/64 dev eth0 proto ra`):
+/// that /64 is on the link. Whole-value equality identifies it, as for [`DefaultRoute`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OnLinkRoute {
+    /// Outgoing interface.
+    pub oif: u32,
+    /// The /64 network (host bits zero).
+    pub net: Ipv6Addr,
+    /// `RTA_PRIORITY` (0 when absent).
+    pub metric: u32,
+}
+
 /// The link-level facts of one `RTM_NEWLINK`: everything except addresses, routes and RA options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -287,6 +314,11 @@ pub enum NetEvent {
     },
     /// Default-route next hops went away (`RTM_DELROUTE`).
     RouteGone(Vec<DefaultRoute>),
+    /// An on-link IPv6 /64 route appeared (`RTM_NEWROUTE`). With `replace`, a route to the same
+    /// /64 with the same metric that was there before (on any link) is gone.
+    OnLink { route: OnLinkRoute, replace: bool },
+    /// An on-link IPv6 /64 route went away (`RTM_DELROUTE`).
+    OnLinkGone(OnLinkRoute),
     /// Options of one router advertisement (`RTM_NEWNDUSEROPT`).
     RaOptions(NdUserOpt),
     /// A full dump (at start and after a netlink overrun). What was learnt from router
@@ -348,6 +380,8 @@ impl Inventory {
             NetEvent::Addr { ifindex, change } => self.apply_addr(ifindex, change),
             NetEvent::Route { routes, replace } => self.apply_routes(routes, replace),
             NetEvent::RouteGone(routes) => self.remove_routes(&routes),
+            NetEvent::OnLink { route, replace } => self.apply_onlink(route, replace),
+            NetEvent::OnLinkGone(route) => self.remove_onlink(&route),
             NetEvent::RaOptions(opt) => self.apply_ra(opt, now),
             NetEvent::Resync(fresh) => self.resync(fresh),
         }
@@ -453,6 +487,34 @@ impl Inventory {
             }
         }
         changed
+    }
+
+    fn apply_onlink(&mut self, route: OnLinkRoute, replace: bool) -> bool {
+        let mut changed = false;
+        if replace {
+            for l in self.links.values_mut() {
+                let n = l.onlink_v6.len();
+                l.onlink_v6
+                    .retain(|x| !(x.net == route.net && x.metric == route.metric));
+                changed |= l.onlink_v6.len() != n;
+            }
+        }
+        if let Some(link) = self.links.get_mut(&route.oif) {
+            if !link.onlink_v6.contains(&route) {
+                link.onlink_v6.push(route);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn remove_onlink(&mut self, route: &OnLinkRoute) -> bool {
+        let Some(link) = self.links.get_mut(&route.oif) else {
+            return false;
+        };
+        let n = link.onlink_v6.len();
+        link.onlink_v6.retain(|x| x != route);
+        link.onlink_v6.len() != n
     }
 
     fn apply_ra(&mut self, opt: NdUserOpt, now: Instant) -> bool {
@@ -818,6 +880,47 @@ mod tests {
             now
         ));
         assert!(!inv.links[&2].v4_default_route);
+    }
+
+    fn onlink(oif: u32, net: &str, metric: u32) -> OnLinkRoute {
+        OnLinkRoute {
+            oif,
+            net: net.parse().unwrap(),
+            metric,
+        }
+    }
+
+    #[test]
+    fn onlink_routes_added_replaced_and_removed() {
+        let now = Instant::now();
+        let mut inv = with_link();
+        inv.apply(NetEvent::Link(link(3, "eth1")), now);
+        let ra = onlink(2, "2001:db8:1::", 256);
+        let kernel = onlink(2, "2001:db8:1::", 1024);
+        let add = |r: &OnLinkRoute, replace| NetEvent::OnLink {
+            route: r.clone(),
+            replace,
+        };
+        assert!(inv.apply(add(&ra, false), now));
+        assert!(!inv.apply(add(&ra, false), now), "same route again");
+        assert!(inv.apply(add(&kernel, false), now));
+        assert_eq!(
+            inv.links[&2].onlink_v6_nets(),
+            vec!["2001:db8:1::".parse::<Ipv6Addr>().unwrap()],
+            "one /64 however many routes"
+        );
+        // One of two routes to the /64 going leaves the /64 on the link.
+        assert!(inv.apply(NetEvent::OnLinkGone(ra.clone()), now));
+        assert_eq!(inv.links[&2].onlink_v6_nets().len(), 1);
+        assert!(!inv.apply(NetEvent::OnLinkGone(ra), now), "already gone");
+        // A replace moves it to eth1.
+        assert!(inv.apply(add(&onlink(3, "2001:db8:1::", 1024), true), now));
+        assert!(inv.links[&2].onlink_v6.is_empty());
+        assert_eq!(inv.links[&3].onlink_v6.len(), 1);
+        // Unknown links are ignored; a link going takes its routes.
+        assert!(!inv.apply(add(&onlink(9, "2001:db8:2::", 256), false), now));
+        assert!(inv.apply(NetEvent::LinkGone(3), now));
+        assert!(inv.links.values().all(|l| l.onlink_v6.is_empty()));
     }
 
     #[test]

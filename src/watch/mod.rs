@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod netlink;
 
 pub use inventory::{
-    AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, Uplink, V4Addr, V6Addr,
+    AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, OnLinkRoute, Uplink, V4Addr,
+    V6Addr,
 };
 pub use netlink::{dump, ifindex, run, WatchError};
