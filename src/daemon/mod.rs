@@ -369,14 +369,47 @@ impl Daemon {
         self.inventory.expire(now);
         self.check_programs();
         let actions = self.core.reconcile(&self.inventory, &self.resolv_conf, now);
-        let mut started_any = false;
+        // Everything but the starts in order (a stop before the start of the same uplink);
+        // then the starts of this pass side by side, since each waits for its duplicate
+        // address detection.
+        let mut starts = Vec::new();
         for action in actions {
-            started_any |= matches!(action, Action::Start { .. });
-            self.carry_out(action).await;
+            match action {
+                Action::Start {
+                    ifindex,
+                    plan,
+                    tun_name,
+                    v4,
+                    route_metric,
+                } => starts.push((ifindex, plan, tun_name, v4, route_metric)),
+                other => self.carry_out(other).await,
+            }
         }
-        if started_any {
-            release_freed_heap();
+        if starts.is_empty() {
+            return;
         }
+        let prepared: Vec<_> = starts
+            .into_iter()
+            .map(|(ifindex, plan, tun_name, v4, route_metric)| {
+                let spec = self.clat_spec(ifindex, &plan, tun_name, v4, route_metric);
+                (ifindex, plan, spec)
+            })
+            .collect();
+        let controller = &self.controller;
+        let results = futures::future::join_all(prepared.into_iter().map(
+            |(ifindex, plan, spec)| async move {
+                let started = match spec {
+                    Ok(spec) => controller.start(spec).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                (ifindex, plan, started)
+            },
+        ))
+        .await;
+        for (ifindex, plan, started) in results {
+            self.on_started(ifindex, plan, started);
+        }
+        release_freed_heap();
     }
 
     /// TCX links send no netlink events: asks the kernel whether each CLAT's programs are all
@@ -418,75 +451,12 @@ impl Daemon {
                 v4,
                 route_metric,
             } => {
-                let uplink_is_ethernet = self
-                    .inventory
-                    .links
-                    .get(&ifindex)
-                    .is_none_or(|u| u.kind.as_deref() != Some("tun"));
-                // Not one of U's own addresses (a 1 in 2^48 chance, but cheap to rule out).
-                let own: Vec<std::net::Ipv6Addr> = self
-                    .inventory
-                    .links
-                    .get(&ifindex)
-                    .map(|u| u.v6_addrs.iter().map(|a| a.addr).collect())
-                    .unwrap_or_default();
-                let mut v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
-                while own.contains(&v6) {
-                    v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
-                }
-                let spec = ClatSpec {
-                    uplink: plan.uplink.clone(),
-                    uplink_ifindex: ifindex,
-                    uplink_is_ethernet,
-                    tun_name,
-                    v4,
-                    v6,
-                    v6_covered: plan.v6_covered,
-                    prefix: plan.prefix,
-                    mtu: plan.uplink_mtu,
-                    route_metric,
-                    route_table: None,
-                    clatd_path: self.opts.clatd_path.clone(),
-                    fwmark: None,
-                    fast_path: plan.fast_path,
-                    stats_page: self.opts.config.daemon.clatd_path.is_empty(),
-                };
-                // `clatd_path` is executed with the daemon's privileges: only a file nobody but
-                // root can change is run.
-                let checked = crate::controller::spawn::check_translator_path(&spec.clatd_path);
-                let started = match checked {
-                    Ok(()) => self.controller.start(spec).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let result = match started {
-                    Ok(clat) => {
-                        tracing::info!(
-                            uplink = %clat.spec.uplink,
-                            "CLAT up: {} -> {} on {} (pid {}, fast path {})",
-                            clat.spec.v4,
-                            clat.spec.v6,
-                            clat.spec.tun_name,
-                            clat.pid(),
-                            if clat.fast_path() { "on" } else { "off" }
-                        );
-                        let started = started_of(&clat);
-                        self.clats.insert(ifindex, clat);
-                        Ok(started)
-                    }
+                let spec = self.clat_spec(ifindex, &plan, tun_name, v4, route_metric);
+                let started = match spec {
+                    Ok(spec) => self.controller.start(spec).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e),
                 };
-                let ok = result.is_ok();
-                self.core.on_input(
-                    Input::Started { ifindex, result },
-                    std::time::Instant::now(),
-                );
-                if ok {
-                    self.sources.insert(ifindex, plan.prefix_source);
-                    self.watch_child(ifindex);
-                    if let Some(ev) = self.hook_event(crate::hooks::HookKind::Up, ifindex) {
-                        self.hooks.fire(ev);
-                    }
-                }
+                self.on_started(ifindex, plan, started);
             }
             Action::Stop { ifindex, why } => {
                 let ev = self.hook_event(crate::hooks::HookKind::Down, ifindex);
@@ -542,6 +512,93 @@ impl Daemon {
                 if new_pid != 0 && new_pid != old_pid {
                     self.watch_child(ifindex);
                 }
+            }
+        }
+    }
+
+    /// What the controller is asked to start for an `Action::Start`, or why not (a
+    /// `clatd_path` others could replace).
+    fn clat_spec(
+        &self,
+        ifindex: u32,
+        plan: &crate::policy::ClatPlan,
+        tun_name: String,
+        v4: std::net::Ipv4Addr,
+        route_metric: u32,
+    ) -> Result<ClatSpec, String> {
+        let uplink_is_ethernet = self
+            .inventory
+            .links
+            .get(&ifindex)
+            .is_none_or(|u| u.kind.as_deref() != Some("tun"));
+        // Not one of U's own addresses (a 1 in 2^48 chance, but cheap to rule out).
+        let own: Vec<std::net::Ipv6Addr> = self
+            .inventory
+            .links
+            .get(&ifindex)
+            .map(|u| u.v6_addrs.iter().map(|a| a.addr).collect())
+            .unwrap_or_default();
+        let mut v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
+        while own.contains(&v6) {
+            v6 = checksum_neutral_v6(plan.v6_net, v4, &plan.prefix, random_u64());
+        }
+        let spec = ClatSpec {
+            uplink: plan.uplink.clone(),
+            uplink_ifindex: ifindex,
+            uplink_is_ethernet,
+            tun_name,
+            v4,
+            v6,
+            v6_covered: plan.v6_covered,
+            prefix: plan.prefix,
+            mtu: plan.uplink_mtu,
+            route_metric,
+            route_table: None,
+            clatd_path: self.opts.clatd_path.clone(),
+            fwmark: None,
+            fast_path: plan.fast_path,
+            stats_page: self.opts.config.daemon.clatd_path.is_empty(),
+        };
+        // `clatd_path` is executed with the daemon's privileges: only a file nobody but
+        // root can change is run.
+        let checked = crate::controller::spawn::check_translator_path(&spec.clatd_path);
+        checked.map(|()| spec).map_err(|e| e.to_string())
+    }
+
+    /// The outcome of a start: recorded, told to the core, the child watched, the hook fired.
+    fn on_started(
+        &mut self,
+        ifindex: u32,
+        plan: crate::policy::ClatPlan,
+        started: Result<Clat, String>,
+    ) {
+        let result = match started {
+            Ok(clat) => {
+                tracing::info!(
+                    uplink = %clat.spec.uplink,
+                    "CLAT up: {} -> {} on {} (pid {}, fast path {})",
+                    clat.spec.v4,
+                    clat.spec.v6,
+                    clat.spec.tun_name,
+                    clat.pid(),
+                    if clat.fast_path() { "on" } else { "off" }
+                );
+                let started = started_of(&clat);
+                self.clats.insert(ifindex, clat);
+                Ok(started)
+            }
+            Err(e) => Err(e),
+        };
+        let ok = result.is_ok();
+        self.core.on_input(
+            Input::Started { ifindex, result },
+            std::time::Instant::now(),
+        );
+        if ok {
+            self.sources.insert(ifindex, plan.prefix_source);
+            self.watch_child(ifindex);
+            if let Some(ev) = self.hook_event(crate::hooks::HookKind::Up, ifindex) {
+                self.hooks.fire(ev);
             }
         }
     }
