@@ -1081,7 +1081,10 @@ fn notify_watchdog_and_hooks_with_a_running_clat() {
     );
     // The up hook: its environment names this CLAT, and while it sleeps status answers.
     let env = wait_for(WAIT, "the up hook", || {
-        std::fs::read_to_string(dir.join("up.env")).ok()
+        // The shell creates the file before `env | sort` has written it: wait for its end.
+        std::fs::read_to_string(dir.join("up.env"))
+            .ok()
+            .filter(|e| e.contains("AUTOCLAT_V6="))
     });
     for (k, v) in [
         ("AUTOCLAT_EVENT", "up".to_string()),
@@ -1124,7 +1127,10 @@ fn notify_watchdog_and_hooks_with_a_running_clat() {
     // Down hook when the CLAT stops.
     topo.exec_ok(Ns::Client, &["ip", "link", "set", "up0", "down"]);
     let env = wait_for(WAIT, "the down hook", || {
-        std::fs::read_to_string(dir.join("down.env")).ok()
+        // The shell creates the file before `env | sort` has written it: wait for its end.
+        std::fs::read_to_string(dir.join("down.env"))
+            .ok()
+            .filter(|e| e.contains("AUTOCLAT_V6="))
     });
     assert!(env.contains("AUTOCLAT_EVENT=down"), "{env}");
     assert!(env.contains("AUTOCLAT_UPLINK=up0"), "{env}");
