@@ -516,3 +516,47 @@ fn the_tun_mtu_follows_the_ras_mtu_option() {
         d.uplink("up0")
     );
 }
+
+/// Issue 8, source prefix choice (RFC 6724 rule 5.5): a second router (not a default gateway)
+/// advertises another autonomous /64 after radvd's, so the kernel lists its address first;
+/// the CLAT still lives in the default gateway's /64.
+#[test]
+fn the_clat_lives_in_the_default_gateways_prefix() {
+    if skip_unless_root("the_clat_lives_in_the_default_gateways_prefix") {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions::default());
+    topo.wait_slaac("up0");
+    // Router lifetime 0, one prefix information option 2001:db8:2::/64 with L and A.
+    let mut ra = vec![134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    ra.extend_from_slice(&[3, 4, 64, 0xc0]);
+    ra.extend_from_slice(&1800u32.to_be_bytes());
+    ra.extend_from_slice(&1800u32.to_be_bytes());
+    ra.extend_from_slice(&[0; 4]);
+    ra.extend_from_slice(&"2001:db8:2::".parse::<Ipv6Addr>().unwrap().octets());
+    let _other = topo.start_ra_loop(
+        PREF64_SENDER_LL,
+        move |_| ra.clone(),
+        Duration::from_secs(1),
+    );
+    let in_other = || {
+        topo.addrs(Ns::Client, "-6", "up0")
+            .iter()
+            .any(|(a, _)| a.starts_with("2001:db8:2:"))
+    };
+    assert!(
+        wait_until(WAIT, in_other),
+        "no address from the second router's prefix"
+    );
+    let d = topo.start_autoclat("");
+    let u = d.wait_uplink("up0", "running in the gateway's /64", |u| {
+        u["state"] == "running"
+            && u["v6"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("2001:db8:1:0:"))
+    });
+    // And it stays there.
+    std::thread::sleep(Duration::from_secs(3));
+    let later = d.uplink("up0").unwrap();
+    assert_eq!(later["v6"], u["v6"], "{later}");
+}

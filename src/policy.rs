@@ -259,7 +259,8 @@ pub struct ClatNet {
 /// (≤ 64) covers it (SLAAC, or a manual /64), or an on-link /64 route of the uplink (the RA's
 /// on-link prefix next to a DHCPv6 `/128`). Among several, in RFC 6724's spirit and in this
 /// order of importance: not deprecated (a /64 whose usable addresses are all deprecated is; a
-/// bare on-link /64 without addresses is not), global before ULA, the prefix of an address
+/// bare on-link /64 without addresses is not), advertised by the default gateway (RFC 6724
+/// rule 5.5, from the RAs the daemon reads), global before ULA, the prefix of an address
 /// before a bare on-link route, one with a non-temporary address before one with only privacy
 /// addresses; among equals the first listed (addresses, then routes, in the kernel's order),
 /// so the choice is stable while nothing changes. None when there is no candidate.
@@ -296,7 +297,9 @@ pub fn choose_clat_net(uplink: &Uplink) -> Option<ClatNet> {
             let deprecated = in_net(*net).next().is_some() && in_net(*net).all(|a| a.deprecated);
             let ula = net.segments()[0] & 0xfe00 == 0xfc00;
             let only_temporary = *covered && covering().all(|a| a.temporary);
-            (deprecated, ula, !covered, only_temporary, *i)
+            // RFC 6724 rule 5.5: the prefix the next hop (default gateway) advertised.
+            let from_gateway = uplink.advertised_by_gateway(*net);
+            (deprecated, !from_gateway, ula, !covered, only_temporary, *i)
         })
         .map(|(_, &(net, covered))| ClatNet { net, covered })
 }

@@ -813,3 +813,58 @@ fn the_plan_takes_the_uplinks_ipv6_mtu() {
         1500
     );
 }
+
+/// Issue 8 / RFC 6724 rule 5.5: of two /64s with addresses, the one the default gateway
+/// advertised is the CLAT's, even when the kernel lists the other first.
+#[test]
+fn the_default_gateways_prefix_is_preferred() {
+    use autoclat::discovery::ndopt::RaPrefix;
+    use autoclat::watch::inventory::{DefaultRoute, Family, NetEvent};
+    use std::time::{Duration, Instant};
+    let mut up = v6_only(2, "eth0");
+    up.v6_addrs = vec![v6("2001:db8:2::5"), v6("2001:db8:1::5")];
+    let mut inv = inventory([up]);
+    let now = Instant::now();
+    let net_of = |inv: &Inventory| {
+        decide_in(&Config::default(), inv, "eth0")
+            .plan()
+            .unwrap()
+            .v6_net
+            .to_string()
+    };
+    assert_eq!(
+        net_of(&inv),
+        "2001:db8:2::",
+        "first listed while nothing is known"
+    );
+    let gw: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    inv.apply(
+        NetEvent::Route {
+            routes: vec![DefaultRoute {
+                family: Family::V6,
+                oif: 2,
+                gateway: Some(gw.into()),
+                metric: 1024,
+                pref_src: None,
+            }],
+            replace: false,
+        },
+        now,
+    );
+    inv.apply(
+        NetEvent::RaPrefixes {
+            ifindex: 2,
+            router: gw,
+            prefixes: vec![RaPrefix {
+                prefix: "2001:db8:1::".parse().unwrap(),
+                len: 64,
+                on_link: true,
+                autonomous: true,
+                valid: Duration::from_secs(600),
+                preferred: Duration::from_secs(600),
+            }],
+        },
+        now,
+    );
+    assert_eq!(net_of(&inv), "2001:db8:1::");
+}

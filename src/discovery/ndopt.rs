@@ -541,6 +541,61 @@ mod tests {
     }
 }
 
+/// One prefix information option (RFC 4861 §4.6.2) of a router advertisement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaPrefix {
+    /// The prefix, host bits cleared.
+    pub prefix: Ipv6Addr,
+    pub len: u8,
+    pub on_link: bool,
+    pub autonomous: bool,
+    pub valid: Duration,
+    pub preferred: Duration,
+}
+
+/// The prefix information options of a whole router advertisement (the ICMPv6 message from
+/// its type byte on). The kernel hands these to nobody, so the daemon reads RAs itself to know
+/// which router advertised which prefix (RFC 6724 rule 5.5).
+pub fn ra_prefixes(ra: &[u8]) -> Result<Vec<RaPrefix>, NdOptError> {
+    const RA_HEADER: usize = 16;
+    if ra.first() != Some(&134) {
+        return Ok(Vec::new());
+    }
+    let mut opts = ra
+        .get(RA_HEADER..)
+        .ok_or(NdOptError::Truncated("shorter than a router advertisement"))?;
+    let mut out = Vec::new();
+    while opts.len() >= 2 {
+        let (kind, units) = (opts[0], usize::from(opts[1]));
+        let len = units * 8;
+        if len == 0 || len > opts.len() {
+            return Err(NdOptError::Truncated("RA option length"));
+        }
+        if kind == 3 && len == 32 {
+            let o = &opts[..32];
+            let plen = o[2].min(128);
+            let u32_at = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            let mut addr = [0u8; 16];
+            addr.copy_from_slice(&o[16..32]);
+            let mask = if plen == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(plen))
+            };
+            out.push(RaPrefix {
+                prefix: Ipv6Addr::from(u128::from_be_bytes(addr) & mask),
+                len: plen,
+                on_link: o[3] & 0x80 != 0,
+                autonomous: o[3] & 0x40 != 0,
+                valid: Duration::from_secs(u64::from(u32_at(4))),
+                preferred: Duration::from_secs(u64::from(u32_at(8))),
+            });
+        }
+        opts = &opts[len..];
+    }
+    Ok(out)
+}
+
 /// The `RTM_NEWNDUSEROPT` messages in one netlink datagram, parsed; other message types are
 /// skipped. A malformed netlink header ends the walk with an error entry.
 pub fn nduseropts_in_datagram(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptError>> {
@@ -559,6 +614,35 @@ pub fn nduseropts_in_datagram(datagram: &[u8]) -> Vec<Result<NdUserOpt, NdOptErr
 #[allow(clippy::unwrap_used)]
 mod datagram_tests {
     use super::*;
+
+    #[test]
+    fn prefix_information_options_of_an_ra() {
+        let mut ra = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+        // A source link-layer address option (skipped), then a PIO /64 L+A.
+        ra.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);
+        ra.extend_from_slice(&[3, 4, 64, 0xc0]);
+        ra.extend_from_slice(&86400u32.to_be_bytes());
+        ra.extend_from_slice(&0u32.to_be_bytes());
+        ra.extend_from_slice(&[0; 4]);
+        ra.extend_from_slice(&"2001:db8:2::1".parse::<Ipv6Addr>().unwrap().octets());
+        let got = ra_prefixes(&ra).unwrap();
+        assert_eq!(
+            got,
+            vec![RaPrefix {
+                prefix: "2001:db8:2::".parse().unwrap(),
+                len: 64,
+                on_link: true,
+                autonomous: true,
+                valid: Duration::from_secs(86400),
+                preferred: Duration::ZERO,
+            }]
+        );
+        // A zero-length option is an error, not a loop; not an RA is nothing.
+        let mut bad = ra.clone();
+        bad[17] = 0;
+        assert!(ra_prefixes(&bad).is_err());
+        assert!(ra_prefixes(&[133, 0, 0, 0]).unwrap().is_empty());
+    }
 
     fn nlmsg(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -50,6 +50,18 @@ pub struct LearntPref64 {
 /// makes room): a LAN device sending RAs from many source addresses cannot grow it.
 pub const MAX_PREF64_ROUTERS: usize = 4;
 
+/// At most this many (prefix, router) pairs learnt from RAs are kept per link.
+pub const MAX_PREFIX_ROUTERS: usize = 16;
+
+/// A /64 a router advertised on this link (a prefix information option), for RFC 6724 rule
+/// 5.5: prefer the prefix advertised by the next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearntPrefix {
+    pub net: Ipv6Addr,
+    pub router: Ipv6Addr,
+    pub expires: Instant,
+}
+
 /// At most this many RDNSS servers are kept per link (RFC 8106 §5.3.1 asks a client to keep at
 /// least three; the one whose lifetime ends first makes room for a new one).
 pub const MAX_RDNSS: usize = 8;
@@ -114,6 +126,9 @@ pub struct Uplink {
     pub pref64s: Vec<LearntPref64>,
     /// At most [`MAX_RDNSS`] servers, each with its own lifetime.
     pub rdnss: Vec<LearntRdnss>,
+    /// Which router advertised which /64 (from the RAs the daemon reads itself), at most
+    /// [`MAX_PREFIX_ROUTERS`].
+    pub prefix_routers: Vec<LearntPrefix>,
     /// The main table's on-link IPv6 /64 routes through this link (no gateway: the RA's
     /// on-link prefixes and the kernel's prefix routes of addresses), one entry per route.
     pub onlink_v6: Vec<OnLinkRoute>,
@@ -147,6 +162,7 @@ impl Uplink {
             pref64s: Vec::new(),
             rdnss: Vec::new(),
             onlink_v6: Vec::new(),
+            prefix_routers: Vec::new(),
             pref64_refused: None,
             v4_addr_arrivals: 0,
             v4_route_arrivals: 0,
@@ -157,6 +173,14 @@ impl Uplink {
     /// by the gateway of the best IPv6 default route through the link, else by any other
     /// gateway of it, else the most recently advertised one.
     pub fn pref64(&self) -> Option<&LearntPref64> {
+        self.v6_gateways()
+            .iter()
+            .find_map(|g| self.pref64s.iter().find(|p| p.router == Some(*g)))
+            .or_else(|| self.pref64s.iter().max_by_key(|p| p.learnt))
+    }
+
+    /// The gateways of the link's IPv6 default routes, best metric first.
+    pub fn v6_gateways(&self) -> Vec<Ipv6Addr> {
         let mut gateways: Vec<(u32, Ipv6Addr)> = self
             .default_routes
             .iter()
@@ -167,10 +191,15 @@ impl Uplink {
             })
             .collect();
         gateways.sort();
-        gateways
+        gateways.into_iter().map(|(_, g)| g).collect()
+    }
+
+    /// Whether the /64 `net` was advertised by one of the link's IPv6 default gateways.
+    pub fn advertised_by_gateway(&self, net: Ipv6Addr) -> bool {
+        let gateways = self.v6_gateways();
+        self.prefix_routers
             .iter()
-            .find_map(|(_, g)| self.pref64s.iter().find(|p| p.router == Some(*g)))
-            .or_else(|| self.pref64s.iter().max_by_key(|p| p.learnt))
+            .any(|p| p.net == net && gateways.contains(&p.router))
     }
 
     /// The link's own IPv6 prefixes, as `(address, prefix length)`.
@@ -321,6 +350,12 @@ pub enum NetEvent {
     OnLinkGone(OnLinkRoute),
     /// Options of one router advertisement (`RTM_NEWNDUSEROPT`).
     RaOptions(NdUserOpt),
+    /// The /64 prefix information options of one RA, read by the daemon itself.
+    RaPrefixes {
+        ifindex: u32,
+        router: Ipv6Addr,
+        prefixes: Vec<crate::discovery::ndopt::RaPrefix>,
+    },
     /// A full dump (at start and after a netlink overrun). What was learnt from router
     /// advertisements cannot be dumped, so it is carried over for links that still exist.
     Resync(Inventory),
@@ -383,6 +418,11 @@ impl Inventory {
             NetEvent::OnLink { route, replace } => self.apply_onlink(route, replace),
             NetEvent::OnLinkGone(route) => self.remove_onlink(&route),
             NetEvent::RaOptions(opt) => self.apply_ra(opt, now),
+            NetEvent::RaPrefixes {
+                ifindex,
+                router,
+                prefixes,
+            } => self.apply_ra_prefixes(ifindex, router, &prefixes, now),
             NetEvent::Resync(fresh) => self.resync(fresh),
         }
     }
@@ -577,11 +617,58 @@ impl Inventory {
         before != (link.pref64s.clone(), link.rdnss.clone())
     }
 
+    fn apply_ra_prefixes(
+        &mut self,
+        ifindex: u32,
+        router: Ipv6Addr,
+        prefixes: &[crate::discovery::ndopt::RaPrefix],
+        now: Instant,
+    ) -> bool {
+        let Some(link) = self.links.get_mut(&ifindex) else {
+            return false;
+        };
+        let before = link.prefix_routers.clone();
+        for p in prefixes.iter().filter(|p| p.len == 64) {
+            let seg0 = p.prefix.segments()[0];
+            if seg0 & 0xffc0 == 0xfe80 || seg0 & 0xff00 == 0xff00 {
+                continue;
+            }
+            if p.valid.is_zero() {
+                link.prefix_routers
+                    .retain(|x| !(x.net == p.prefix && x.router == router));
+                continue;
+            }
+            let expires = deadline(now, p.valid);
+            if let Some(x) = link
+                .prefix_routers
+                .iter_mut()
+                .find(|x| x.net == p.prefix && x.router == router)
+            {
+                x.expires = expires;
+            } else {
+                make_room(&mut link.prefix_routers, MAX_PREFIX_ROUTERS, |x| x.expires);
+                link.prefix_routers.push(LearntPrefix {
+                    net: p.prefix,
+                    router,
+                    expires,
+                });
+            }
+        }
+        // Only which router has which prefix matters, not each refreshed lifetime.
+        let key = |v: &[LearntPrefix]| {
+            let mut k: Vec<(Ipv6Addr, Ipv6Addr)> = v.iter().map(|x| (x.net, x.router)).collect();
+            k.sort();
+            k
+        };
+        key(&before) != key(&link.prefix_routers)
+    }
+
     fn resync(&mut self, mut fresh: Inventory) -> bool {
         for (ifindex, link) in fresh.links.iter_mut() {
             if let Some(old) = self.links.get(ifindex) {
                 link.pref64s.clone_from(&old.pref64s);
                 link.rdnss.clone_from(&old.rdnss);
+                link.prefix_routers.clone_from(&old.prefix_routers);
                 link.pref64_refused.clone_from(&old.pref64_refused);
                 link.v4_addr_arrivals = old.v4_addr_arrivals;
                 link.v4_route_arrivals = old.v4_route_arrivals;
@@ -602,6 +689,9 @@ impl Inventory {
             let n = link.rdnss.len();
             link.rdnss.retain(|r| r.expires > now);
             changed |= link.rdnss.len() != n;
+            let n = link.prefix_routers.len();
+            link.prefix_routers.retain(|p| p.expires > now);
+            changed |= link.prefix_routers.len() != n;
         }
         changed
     }
@@ -615,6 +705,7 @@ impl Inventory {
                     .iter()
                     .map(|p| p.expires)
                     .chain(l.rdnss.iter().map(|r| r.expires))
+                    .chain(l.prefix_routers.iter().map(|p| p.expires))
             })
             .min()
     }
@@ -1092,6 +1183,66 @@ mod tests {
         );
         assert_eq!(counts(&inv), "2001:db8:a::/96", "still the gateway's");
         assert_eq!(inv.links[&2].pref64s.len(), 2);
+    }
+
+    /// RFC 6724 rule 5.5: which router advertised which /64, learnt from the RAs; a /64 counts
+    /// as the gateway's only while its router is an IPv6 default gateway of the link.
+    #[test]
+    fn prefixes_are_associated_with_the_router_that_advertised_them() {
+        use crate::discovery::ndopt::RaPrefix;
+        let t0 = Instant::now();
+        let mut inv = with_link();
+        let pio = |p: &str, valid: u64| RaPrefix {
+            prefix: p.parse().unwrap(),
+            len: 64,
+            on_link: true,
+            autonomous: true,
+            valid: Duration::from_secs(valid),
+            preferred: Duration::from_secs(valid),
+        };
+        let a: Ipv6Addr = "fe80::a".parse().unwrap();
+        let b: Ipv6Addr = "fe80::b".parse().unwrap();
+        let ev = |router, p: &str, valid| NetEvent::RaPrefixes {
+            ifindex: 2,
+            router,
+            prefixes: vec![
+                pio(p, valid),
+                RaPrefix {
+                    len: 48,
+                    ..pio("2001:db8:9::", 600)
+                },
+            ],
+        };
+        assert!(inv.apply(ev(a, "2001:db8:1::", 600), t0));
+        assert!(inv.apply(ev(b, "2001:db8:2::", 600), t0));
+        assert!(
+            !inv.apply(ev(b, "2001:db8:2::", 900), t0),
+            "a refresh is no change"
+        );
+        assert_eq!(inv.links[&2].prefix_routers.len(), 2, "only /64s");
+        let l = &inv.links[&2];
+        assert!(!l.advertised_by_gateway("2001:db8:1::".parse().unwrap()));
+        inv.apply(
+            NetEvent::Route {
+                routes: vec![DefaultRoute {
+                    family: Family::V6,
+                    oif: 2,
+                    gateway: Some(IpAddr::V6(a)),
+                    metric: 1024,
+                    pref_src: None,
+                }],
+                replace: false,
+            },
+            t0,
+        );
+        let l = &inv.links[&2];
+        assert!(l.advertised_by_gateway("2001:db8:1::".parse().unwrap()));
+        assert!(!l.advertised_by_gateway("2001:db8:2::".parse().unwrap()));
+        // Withdrawn (valid lifetime 0), and expired.
+        assert!(inv.apply(ev(a, "2001:db8:1::", 0), t0));
+        assert!(!inv.links[&2].advertised_by_gateway("2001:db8:1::".parse().unwrap()));
+        assert!(inv.expire(t0 + Duration::from_secs(901)));
+        assert!(inv.links[&2].prefix_routers.is_empty());
     }
 
     /// Prefixes no NAT64 can have, and the link's own /64, are refused (and logged once).

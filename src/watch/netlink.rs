@@ -73,10 +73,43 @@ pub async fn run(tx: Sender<NetEvent>) -> Result<(), WatchError> {
         return Ok(());
     }
 
+    // Which router advertised which prefix: from the RAs themselves (the kernel does not say).
+    let mut ras = match super::ralisten::RaListener::new() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("not reading router advertisements (prefix origins unknown): {e}");
+            None
+        }
+    };
+
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let resync = tokio::select! {
             _ = tx.closed() => return Ok(()),
+            ra = async {
+                match ras.as_mut() {
+                    Some(l) => l.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match ra {
+                    Ok((ifindex, router, msg)) => match crate::discovery::ndopt::ra_prefixes(&msg) {
+                        Ok(prefixes) if !prefixes.is_empty() && ifindex != 0 => {
+                            let ev = NetEvent::RaPrefixes { ifindex, router, prefixes };
+                            if tx.send(ev).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(ifindex, %router, "ignoring RA: {e}"),
+                    },
+                    Err(e) => {
+                        tracing::warn!("no longer reading router advertisements: {e}");
+                        ras = None;
+                    }
+                }
+                false
+            }
             msg = messages.next() => {
                 let Some((msg, _)) = msg else { return Err(WatchError::Closed) };
                 match &msg.payload {
