@@ -49,6 +49,7 @@ both_fast_path_modes!(
     a_flushed_address_is_repaired,
     a_deleted_tun_gets_a_new_tun_and_translator,
     a_fighting_manager_is_backed_off,
+    a_forwarded_download_does_not_stall,
 );
 
 /// Packets and bytes each way through one path (`counters.translator` / `counters.fast_path`).
@@ -976,5 +977,98 @@ fn a_fighting_manager_is_backed_off(mode: &str) {
         });
     assert!(has_clat_route(&env.topo), "{u}");
     wait_udp_echo(&env, "after the fight");
+    env.stop_and_assert_clean();
+}
+
+/// A downstream namespace behind the client (a LAN host or a container), removed on drop.
+struct Downstream {
+    ns: String,
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+/// Issue 11 (groundwork): a host behind the CLAT host, with Docker-style hand-made forwarding
+/// and masquerading out of `v4-up0`, uploads and downloads 5 MB (an echo) through the CLAT,
+/// fast path off and on. The stall the issue reports (GRO-merged super-packets written into
+/// the tun without GSO metadata, refused by forwarding) does not happen in this lab: tayga's
+/// packets reach the translator unmerged even with GRO on the uplink veth (the translator's
+/// counters show about 1,200 bytes per packet downstream), so this test cannot stand for that
+/// regression yet.
+fn a_forwarded_download_does_not_stall(mode: &str) {
+    let Some(env) = setup("a_forwarded_download_does_not_stall", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let topo = &env.topo;
+    let lan = Downstream {
+        ns: format!("{}-lan", topo.id),
+    };
+    let tun = env.u["v4_iface"].as_str().unwrap().to_owned();
+    run_ok(&["ip", "netns", "add", &lan.ns]);
+    run_ok(&[
+        "ip", "-n", &topo.cli, "link", "add", "dn0", "type", "veth", "peer", "name", "eth0",
+        "netns", &lan.ns,
+    ]);
+    for (ns, cmd) in [
+        (topo.cli.as_str(), "addr add 203.0.113.129/25 dev dn0"),
+        (topo.cli.as_str(), "link set dn0 up"),
+        (lan.ns.as_str(), "link set lo up"),
+        (lan.ns.as_str(), "addr add 203.0.113.130/25 dev eth0"),
+        (lan.ns.as_str(), "link set eth0 up"),
+        (lan.ns.as_str(), "route add default via 203.0.113.129"),
+    ] {
+        let mut args = vec!["ip", "-n", ns];
+        args.extend(cmd.split(' '));
+        run_ok(&args);
+    }
+    topo.exec_ok(Ns::Client, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // GRO on the uplink (a veth does it only when asked): the translator then receives the
+    // merged super-packets that a real NIC gives it.
+    topo.exec_ok(Ns::Client, &["ethtool", "-K", "up0", "gro", "on"]);
+    topo.exec_ok(Ns::Client, &["nft", "add", "table", "ip", "lan"]);
+    topo.exec_ok(
+        Ns::Client,
+        &[
+            "nft",
+            "add chain ip lan post { type nat hook postrouting priority 100; }",
+        ],
+    );
+    topo.exec_ok(
+        Ns::Client,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "lan",
+            "post",
+            "oifname",
+            &tun,
+            "masquerade",
+        ],
+    );
+    let data = random_bytes(5 << 20);
+    let echoed = wait_for(
+        WAIT,
+        "a 5 MB echo from the LAN host through the CLAT",
+        || {
+            tcp_echo_bulk(
+                &lan.ns,
+                (SERVER4, 7).into(),
+                data.clone(),
+                Duration::from_secs(20),
+            )
+            .map_err(|e| eprintln!("LAN echo: {e}"))
+            .ok()
+        },
+    );
+    assert!(echoed == data, "the 5 MB came back different");
+    drop(lan);
+    topo.exec_ok(Ns::Client, &["nft", "delete", "table", "ip", "lan"]);
     env.stop_and_assert_clean();
 }
