@@ -560,3 +560,47 @@ fn the_clat_lives_in_the_default_gateways_prefix() {
     let later = d.uplink("up0").unwrap();
     assert_eq!(later["v6"], u["v6"], "{later}");
 }
+
+/// Issue 8, quiet on dual-stack hosts: while the uplink has native IPv4, failing DNS64 queries
+/// are not warnings; once the prefix is all a CLAT waits for, they are. A fixed
+/// `/etc/resolv.conf` is noticed at once (no RDNSS on this network) and the CLAT starts.
+#[test]
+fn dns64_failures_are_quiet_when_no_clat_is_needed_and_resolv_conf_is_followed() {
+    if skip_unless_root(
+        "dns64_failures_are_quiet_when_no_clat_is_needed_and_resolv_conf_is_followed",
+    ) {
+        return;
+    }
+    let topo = Topology::new(TopologyOptions {
+        rdnss: false,
+        native_ipv4: true,
+        ..TopologyOptions::default()
+    });
+    topo.wait_slaac("up0");
+    // `ip netns exec` shows this file as the namespace's /etc/resolv.conf: a server nobody runs.
+    let resolv = format!("/etc/netns/{}/resolv.conf", topo.cli);
+    std::fs::write(&resolv, "nameserver 2001:db8:1::99\n").unwrap();
+    topo.add_native_ipv4("up0");
+    let d = topo.start_autoclat("[discovery]\norder = [\"dns64\"]\n");
+    let failures = |d: &Daemon, level: &str| {
+        d.log_text()
+            .lines()
+            .filter(|l| l.contains(level) && l.contains("DNS64 discovery failed"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || failures(&d, "DEBUG") >= 2),
+        "no DNS64 attempts: {}",
+        d.log_text()
+    );
+    assert_eq!(failures(&d, "WARN"), 0, "{}", d.log_text());
+    topo.remove_native_ipv4("up0");
+    assert!(
+        wait_until(Duration::from_secs(30), || failures(&d, "WARN") >= 1),
+        "a failing DNS64 where it is all a CLAT waits for is a warning: {}",
+        d.log_text()
+    );
+    std::fs::write(&resolv, "nameserver 2001:db8:1::1\n").unwrap();
+    running_with(&d, DEFAULT_PREFIX, "dns64");
+    assert!(d.log_text().contains("resolver configuration changed"));
+}
