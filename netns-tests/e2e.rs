@@ -50,6 +50,7 @@ both_fast_path_modes!(
     a_deleted_tun_gets_a_new_tun_and_translator,
     a_fighting_manager_is_backed_off,
     a_forwarded_download_does_not_stall,
+    detached_programs_are_reattached,
 );
 
 /// Packets and bytes each way through one path (`counters.translator` / `counters.fast_path`).
@@ -1070,5 +1071,30 @@ fn a_forwarded_download_does_not_stall(mode: &str) {
     assert!(echoed == data, "the 5 MB came back different");
     drop(lan);
     topo.exec_ok(Ns::Client, &["nft", "delete", "table", "ip", "lan"]);
+    env.stop_and_assert_clean();
+}
+
+/// Issue 7: a third party detaches the eBPF programs (TCX sends no netlink event): the next
+/// look (a pass, or a `status` request) sees it, the programs are attached again, counted as a
+/// repair, the translator untouched, IPv4 works.
+fn detached_programs_are_reattached(mode: &str) {
+    let Some(env) = setup("detached_programs_are_reattached", mode, DEFAULT_PREFIX) else {
+        return;
+    };
+    let pid = env.u["pid"].as_u64().unwrap();
+    let detached = detach_tcx_links(&env.topo.cli, "up0", true);
+    assert!(detached >= 1, "no TCX link on up0's ingress to detach");
+    let u = wait_repaired(&env, 1);
+    assert_eq!(
+        u["pid"].as_u64(),
+        Some(pid),
+        "the translator was restarted: {u}"
+    );
+    assert!(
+        env.d.log_text().contains("eBPF programs re-attached"),
+        "{}",
+        env.d.log_text()
+    );
+    wait_udp_echo(&env, "after the programs were re-attached");
     env.stop_and_assert_clean();
 }

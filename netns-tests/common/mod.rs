@@ -2371,3 +2371,110 @@ fn recv_icmp_error(s: &UdpSocket) -> std::io::Result<Option<IcmpError>> {
     }
     Ok(None)
 }
+
+/// Detaches, as a third party would, every TCX link on the ingress (or egress) hook of `dev`
+/// in namespace `ns` (`BPF_PROG_QUERY` for the link ids, `BPF_LINK_GET_FD_BY_ID`,
+/// `BPF_LINK_DETACH`). Returns how many were detached.
+pub fn detach_tcx_links(ns: &str, dev: &str, ingress: bool) -> usize {
+    let dev = dev.to_owned();
+    in_netns(ns, move || {
+        #[repr(C)]
+        #[derive(Default)]
+        struct QueryAttr {
+            target_ifindex: u32,
+            attach_type: u32,
+            query_flags: u32,
+            attach_flags: u32,
+            prog_ids: u64,
+            prog_cnt: u32,
+            _pad: u32,
+            prog_attach_flags: u64,
+            link_ids: u64,
+            link_attach_flags: u64,
+            revision: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct IdAttr {
+            id: u32,
+            next_id: u32,
+            open_flags: u32,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct DetachAttr {
+            link_fd: u32,
+        }
+        let ifindex = if_index(&dev).expect("interface index");
+        let mut progs = [0u32; 64];
+        let mut links = [0u32; 64];
+        let mut q = QueryAttr {
+            target_ifindex: ifindex,
+            attach_type: if ingress { 46 } else { 47 },
+            prog_ids: progs.as_mut_ptr() as u64,
+            prog_cnt: 64,
+            link_ids: links.as_mut_ptr() as u64,
+            ..QueryAttr::default()
+        };
+        // SAFETY: a zero-padded BPF_PROG_QUERY whose id buffers have room for 64 entries each
+        // and outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                16,
+                &mut q as *mut QueryAttr,
+                mem_size::<QueryAttr>(),
+            )
+        };
+        assert!(
+            rc >= 0,
+            "BPF_PROG_QUERY: {}",
+            std::io::Error::last_os_error()
+        );
+        let n = (q.prog_cnt as usize).min(64);
+        let mut done = 0;
+        for id in links[..n].iter().copied().filter(|id| *id != 0) {
+            let mut a = IdAttr {
+                id,
+                ..IdAttr::default()
+            };
+            // SAFETY: a valid BPF_LINK_GET_FD_BY_ID request.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    30,
+                    &mut a as *mut IdAttr,
+                    mem_size::<IdAttr>(),
+                )
+            };
+            assert!(
+                fd >= 0,
+                "BPF_LINK_GET_FD_BY_ID {id}: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut d = DetachAttr { link_fd: fd as u32 };
+            // SAFETY: a valid BPF_LINK_DETACH request for the descriptor just opened.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    34,
+                    &mut d as *mut DetachAttr,
+                    mem_size::<DetachAttr>(),
+                )
+            };
+            assert!(
+                rc >= 0,
+                "BPF_LINK_DETACH {id}: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: `fd` was returned above and is closed once.
+            unsafe { libc::close(fd as i32) };
+            done += 1;
+        }
+        done
+    })
+}
+
+fn mem_size<T>() -> usize {
+    std::mem::size_of::<T>()
+}
