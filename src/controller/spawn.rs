@@ -398,8 +398,10 @@ pub struct PathMeta {
 
 /// The rule (pure): the file is a regular file owned by root and writable by nobody but root
 /// (neither group nor others); every directory from its own up to `/` is owned by root and not
-/// writable by others (else someone could swap the file or a directory on the way, also a
-/// sticky `/tmp`). `chain` is the file first, then its directories upwards.
+/// writable by others (else someone could swap the file or a directory on the way) unless it
+/// is sticky (like `/tmp`): there nobody but root may rename or remove the root-owned entry
+/// below it, which the chain checks too. `chain` is the file first, then its directories
+/// upwards.
 pub fn check_translator_chain(
     path: &str,
     chain: &[(String, PathMeta)],
@@ -422,7 +424,9 @@ pub fn check_translator_chain(
         } else {
             (0o002, "others")
         };
-        if m.mode & bits != 0 {
+        const STICKY: u32 = 0o1000;
+        let sticky_dir = i > 0 && m.mode & STICKY != 0;
+        if m.mode & bits != 0 && !sticky_dir {
             return Err(TranslatorPathError::Writable {
                 path: path.into(),
                 what,
@@ -574,7 +578,13 @@ mod tests {
         assert!(e.to_string().contains("writable by group or others"), "{e}");
         let e = check_translator_chain(p, &chain(meta(0, 0o100757, true), ok_dir)).unwrap_err();
         assert!(e.to_string().contains("mode 0757"), "{e}");
-        let e = check_translator_chain(p, &chain(meta(0, 0o100755, true), meta(0, 0o41777, false)))
+        // A sticky world-writable directory (a checkout under /tmp): others cannot rename or
+        // remove root's entries in it, so it is allowed; without the sticky bit it is not.
+        assert_eq!(
+            check_translator_chain(p, &chain(meta(0, 0o100755, true), meta(0, 0o41777, false))),
+            Ok(())
+        );
+        let e = check_translator_chain(p, &chain(meta(0, 0o100755, true), meta(0, 0o40777, false)))
             .unwrap_err();
         assert!(
             e.to_string()
