@@ -107,40 +107,16 @@ pub fn open_rx(
         )
         .map_err(sys("setsockopt(SO_RCVBUF)"))?;
     }
-    // Outgoing frames are rejected by the filter anyway; this saves cloning them at all
-    // (Linux ≥ 4.20; older kernels simply keep filtering them).
-    let one: c_int = 1;
-    let _ = setsockopt(
-        fd.as_fd(),
-        libc::SOL_PACKET,
-        libc::PACKET_IGNORE_OUTGOING,
-        &one,
-    );
+    ignore_outgoing(fd.as_fd());
 
     enable_auxdata(fd.as_fd())?;
 
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| SocketError::Sys {
-        what: "bind(AF_PACKET)",
-        source: io::Error::from_raw_os_error(libc::ENODEV),
-    })?;
-    // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
-            mem::size_of::<libc::sockaddr_ll>() as socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(SocketError::Sys {
-            what: "bind(AF_PACKET)",
-            source: io::Error::last_os_error(),
-        });
-    }
+    bind_packet(
+        fd.as_fd(),
+        ifindex,
+        libc::ETH_P_ALL as u16,
+        "bind(AF_PACKET)",
+    )?;
     Ok(fd)
 }
 
@@ -151,19 +127,36 @@ pub fn open_rx(
 pub fn open_packet_rx(ifindex: u32, filter: &[sock_filter]) -> Result<OwnedFd, SocketError> {
     let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0).map_err(sys("socket(AF_PACKET)"))?;
     set_rx_filter(fd.as_fd(), filter)?;
-    let one: c_int = 1;
-    let _ = setsockopt(
+    ignore_outgoing(fd.as_fd());
+    bind_packet(
         fd.as_fd(),
-        libc::SOL_PACKET,
-        libc::PACKET_IGNORE_OUTGOING,
-        &one,
-    );
+        ifindex,
+        libc::ETH_P_ALL as u16,
+        "bind(AF_PACKET)",
+    )?;
+    Ok(fd)
+}
+
+/// Outgoing frames are of no interest to a receive socket: not cloning them saves work
+/// (Linux ≥ 4.20; older kernels keep them, and the filters reject them anyway).
+fn ignore_outgoing(fd: BorrowedFd<'_>) {
+    let one: c_int = 1;
+    let _ = setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
+}
+
+/// Binds the packet socket `fd` to `ifindex` for `protocol` (host order; 0: nothing).
+fn bind_packet(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    protocol: u16,
+    what: &'static str,
+) -> Result<(), SocketError> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_protocol = protocol.to_be();
     sll.sll_ifindex = i32::try_from(ifindex).map_err(|_| SocketError::Sys {
-        what: "bind(AF_PACKET)",
+        what,
         source: io::Error::from_raw_os_error(libc::ENODEV),
     })?;
     // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
@@ -176,11 +169,11 @@ pub fn open_packet_rx(ifindex: u32, filter: &[sock_filter]) -> Result<OwnedFd, S
     };
     if rc != 0 {
         return Err(SocketError::Sys {
-            what: "bind(AF_PACKET)",
+            what,
             source: io::Error::last_os_error(),
         });
     }
-    Ok(fd)
+    Ok(())
 }
 
 /// Ask for `PACKET_AUXDATA` control messages, which say whether a packet's checksum is only
@@ -321,24 +314,8 @@ pub fn open_gso_tx(ifindex: u32, fwmark: Option<u32>) -> Result<OwnedFd, SocketE
             &GSO_SEND_BUFFER_BYTES,
         );
     }
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex as c_int;
-    // SAFETY: `sll` is a valid sockaddr_ll and the length passed is its size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
-            mem::size_of::<libc::sockaddr_ll>() as socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(SocketError::Sys {
-            what: "bind(AF_PACKET, GSO send socket)",
-            source: io::Error::last_os_error(),
-        });
-    }
+    // Protocol 0: it receives nothing.
+    bind_packet(fd.as_fd(), ifindex, 0, "bind(AF_PACKET, GSO send socket)")?;
     Ok(fd)
 }
 
