@@ -375,25 +375,26 @@ fn rs_wanted(
     now: Instant,
 ) -> bool {
     config.discovery.order.contains(&PrefixSource::Pref64)
-        && config.rule_for(&uplink.name).enable
-        && !own
-        && !uplink.is_ours()
-        && !uplink.loopback
-        && uplink.admin_up
-        && uplink.carrier
+        && may_have_clat(config.rule_for(&uplink.name).enable, uplink, own)
         && pref64.is_none()
         && link.rs_sent < ROUTER_SOLICITATIONS
         && link.rs_next.is_none_or(|t| now >= t)
 }
 
-/// RFC 7050 only where a CLAT could follow: enabled, up, addressed.
-fn dns64_may_ask(rule_enable: bool, uplink: &Uplink, own: bool) -> bool {
+/// An uplink that could get a CLAT once it knows a prefix: enabled, not loopback or one of
+/// ours, up with carrier.
+fn may_have_clat(rule_enable: bool, uplink: &Uplink, own: bool) -> bool {
     rule_enable
         && !own
         && !uplink.is_ours()
         && !uplink.loopback
         && uplink.admin_up
         && uplink.carrier
+}
+
+/// RFC 7050 only where a CLAT could follow: [`may_have_clat`], and addressed.
+fn dns64_may_ask(rule_enable: bool, uplink: &Uplink, own: bool) -> bool {
+    may_have_clat(rule_enable, uplink, own)
         && crate::policy::choose_v6_source(&uplink.v6_addrs).is_some()
 }
 

@@ -372,29 +372,37 @@ impl Daemon {
         // Everything but the starts in order (a stop before the start of the same uplink);
         // then the starts of this pass side by side, since each waits for its duplicate
         // address detection.
-        let mut starts = Vec::new();
-        for action in actions {
-            match action {
+        let (starts, others): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Start { .. }));
+        for action in others {
+            self.carry_out(action).await;
+        }
+        self.start_all(starts).await;
+    }
+
+    /// Carries out `Action::Start`s side by side (each waits for its duplicate address
+    /// detection); each result goes to the core. Other actions in `starts` are ignored.
+    async fn start_all(&mut self, starts: Vec<Action>) {
+        let prepared: Vec<_> = starts
+            .into_iter()
+            .filter_map(|a| match a {
                 Action::Start {
                     ifindex,
                     plan,
                     tun_name,
                     v4,
                     route_metric,
-                } => starts.push((ifindex, plan, tun_name, v4, route_metric)),
-                other => self.carry_out(other).await,
-            }
-        }
-        if starts.is_empty() {
-            return;
-        }
-        let prepared: Vec<_> = starts
-            .into_iter()
-            .map(|(ifindex, plan, tun_name, v4, route_metric)| {
-                let spec = self.clat_spec(ifindex, &plan, tun_name, v4, route_metric);
-                (ifindex, plan, spec)
+                } => {
+                    let spec = self.clat_spec(ifindex, &plan, tun_name, v4, route_metric);
+                    Some((ifindex, plan, spec))
+                }
+                _ => None,
             })
             .collect();
+        if prepared.is_empty() {
+            return;
+        }
         let controller = &self.controller;
         let results = futures::future::join_all(prepared.into_iter().map(
             |(ifindex, plan, spec)| async move {
@@ -444,20 +452,7 @@ impl Daemon {
                     let _ = tx.send(Event::Dns64 { ifindex, result }).await;
                 });
             }
-            Action::Start {
-                ifindex,
-                plan,
-                tun_name,
-                v4,
-                route_metric,
-            } => {
-                let spec = self.clat_spec(ifindex, &plan, tun_name, v4, route_metric);
-                let started = match spec {
-                    Ok(spec) => self.controller.start(spec).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                self.on_started(ifindex, plan, started);
-            }
+            start @ Action::Start { .. } => self.start_all(vec![start]).await,
             Action::Stop { ifindex, why } => {
                 let ev = self.hook_event(crate::hooks::HookKind::Down, ifindex);
                 if let Some(clat) = self.clats.remove(&ifindex) {
