@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 #[path = "common/mod.rs"]
 mod common;
 
@@ -17,23 +18,6 @@ use std::time::{Duration, Instant};
 use autoclat::controller::{ndp, ndsock};
 use common::*;
 use serde_json::Value;
-
-macro_rules! both_fast_path_modes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn fast_path_off() {
-                    super::$name("off");
-                }
-                #[test]
-                fn fast_path_on() {
-                    super::$name("on");
-                }
-            }
-        )*
-    };
-}
 
 both_fast_path_modes!(
     dhcpv6_only_uplink,

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 #[path = "common/mod.rs"]
 mod common;
 
@@ -17,25 +18,6 @@ use std::time::Duration;
 use autoclat::discovery::Nat64Prefix;
 use common::*;
 use serde_json::Value;
-
-/// Instantiates each test body `fn(&str)` once per fast-path mode, as `NAME::fast_path_off`
-/// and `NAME::fast_path_on`.
-macro_rules! both_fast_path_modes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn fast_path_off() {
-                    super::$name("off");
-                }
-                #[test]
-                fn fast_path_on() {
-                    super::$name("on");
-                }
-            }
-        )*
-    };
-}
 
 both_fast_path_modes!(
     http_download_sha256,

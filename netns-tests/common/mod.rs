@@ -29,6 +29,26 @@ use std::time::{Duration, Instant, SystemTime};
 use autoclat::discovery::Nat64Prefix;
 use serde_json::Value;
 
+/// Instantiates each test body `fn(&str)` once per fast-path mode, as `NAME::fast_path_off`
+/// and `NAME::fast_path_on` (suites that include this module with `#[macro_use]`).
+#[allow(unused_macros)]
+macro_rules! both_fast_path_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn fast_path_off() {
+                    super::$name("off");
+                }
+                #[test]
+                fn fast_path_on() {
+                    super::$name("on");
+                }
+            }
+        )*
+    };
+}
+
 /// The router's address on the client link: RDNSS and DNS64 server.
 pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 /// The prefix radvd announces for SLAAC.
@@ -2373,78 +2393,40 @@ fn recv_icmp_error(s: &UdpSocket) -> std::io::Result<Option<IcmpError>> {
 }
 
 /// Detaches, as a third party would, every TCX link on the ingress (or egress) hook of `dev`
-/// in namespace `ns` (`BPF_PROG_QUERY` for the link ids, `BPF_LINK_GET_FD_BY_ID`,
-/// `BPF_LINK_DETACH`). Returns how many were detached.
+/// in namespace `ns` (the daemon's own `BPF_PROG_QUERY` for the link ids, then
+/// `BPF_LINK_GET_FD_BY_ID` and `BPF_LINK_DETACH`). Returns how many were detached.
 pub fn detach_tcx_links(ns: &str, dev: &str, ingress: bool) -> usize {
     let dev = dev.to_owned();
     in_netns(ns, move || {
         #[repr(C)]
-        #[derive(Default)]
-        struct QueryAttr {
-            target_ifindex: u32,
-            attach_type: u32,
-            query_flags: u32,
-            attach_flags: u32,
-            prog_ids: u64,
-            prog_cnt: u32,
-            _pad: u32,
-            prog_attach_flags: u64,
-            link_ids: u64,
-            link_attach_flags: u64,
-            revision: u64,
-        }
-        #[repr(C)]
-        #[derive(Default)]
         struct IdAttr {
             id: u32,
             next_id: u32,
             open_flags: u32,
         }
         #[repr(C)]
-        #[derive(Default)]
         struct DetachAttr {
             link_fd: u32,
         }
+        const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+        const BPF_LINK_DETACH: libc::c_long = 34;
         let ifindex = if_index(&dev).expect("interface index");
-        let mut progs = [0u32; 64];
-        let mut links = [0u32; 64];
-        let mut q = QueryAttr {
-            target_ifindex: ifindex,
-            attach_type: if ingress { 46 } else { 47 },
-            prog_ids: progs.as_mut_ptr() as u64,
-            prog_cnt: 64,
-            link_ids: links.as_mut_ptr() as u64,
-            ..QueryAttr::default()
-        };
-        // SAFETY: a zero-padded BPF_PROG_QUERY whose id buffers have room for 64 entries each
-        // and outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                16,
-                &mut q as *mut QueryAttr,
-                mem_size::<QueryAttr>(),
-            )
-        };
-        assert!(
-            rc >= 0,
-            "BPF_PROG_QUERY: {}",
-            std::io::Error::last_os_error()
-        );
-        let n = (q.prog_cnt as usize).min(64);
+        let attached = autoclat::bpf::tcx_attached(ifindex, !ingress)
+            .unwrap_or_else(|e| panic!("BPF_PROG_QUERY on {dev}: {e}"));
         let mut done = 0;
-        for id in links[..n].iter().copied().filter(|id| *id != 0) {
+        for id in attached.link_ids.into_iter().filter(|id| *id != 0) {
             let mut a = IdAttr {
                 id,
-                ..IdAttr::default()
+                next_id: 0,
+                open_flags: 0,
             };
             // SAFETY: a valid BPF_LINK_GET_FD_BY_ID request.
             let fd = unsafe {
                 libc::syscall(
                     libc::SYS_bpf,
-                    30,
+                    BPF_LINK_GET_FD_BY_ID,
                     &mut a as *mut IdAttr,
-                    mem_size::<IdAttr>(),
+                    std::mem::size_of::<IdAttr>(),
                 )
             };
             assert!(
@@ -2457,9 +2439,9 @@ pub fn detach_tcx_links(ns: &str, dev: &str, ingress: bool) -> usize {
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_bpf,
-                    34,
+                    BPF_LINK_DETACH,
                     &mut d as *mut DetachAttr,
-                    mem_size::<DetachAttr>(),
+                    std::mem::size_of::<DetachAttr>(),
                 )
             };
             assert!(
@@ -2473,8 +2455,4 @@ pub fn detach_tcx_links(ns: &str, dev: &str, ingress: bool) -> usize {
         }
         done
     })
-}
-
-fn mem_size<T>() -> usize {
-    std::mem::size_of::<T>()
 }

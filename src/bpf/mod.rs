@@ -644,10 +644,24 @@ fn remove_clsact_if_unused(ifindex: u32) -> Result<(), BpfError> {
     }
 }
 
-/// The ids of the programs attached by TCX to `ifindex`'s hook (`BPF_PROG_QUERY`, which needs
-/// only CAP_NET_ADMIN; aya's `query_tcx` also opens each program by id, which needs
-/// CAP_SYS_ADMIN). `Err` for a query the kernel refused, e.g. for a vanished interface.
+/// The ids of the programs attached by TCX to `ifindex`'s hook (see [`tcx_attached`]).
 fn tcx_program_ids(ifindex: u32, hook: TcAttachType) -> std::io::Result<Vec<u32>> {
+    tcx_attached(ifindex, hook == TcAttachType::Egress).map(|a| a.prog_ids)
+}
+
+/// What TCX has attached to one hook of an interface, in the kernel's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcxAttached {
+    pub prog_ids: Vec<u32>,
+    /// The `bpf_link` of each program (0 for one attached without a link).
+    pub link_ids: Vec<u32>,
+}
+
+/// The programs and links attached by TCX to `ifindex`'s ingress (or `egress`) hook
+/// (`BPF_PROG_QUERY`, which needs only CAP_NET_ADMIN; aya's `query_tcx` also opens each
+/// program by id, which needs CAP_SYS_ADMIN). `Err` for a query the kernel refused, e.g. for
+/// a vanished interface.
+pub fn tcx_attached(ifindex: u32, egress: bool) -> std::io::Result<TcxAttached> {
     /// `union bpf_attr` as `BPF_PROG_QUERY` reads it (include/uapi/linux/bpf.h).
     #[repr(C)]
     #[derive(Default)]
@@ -667,19 +681,23 @@ fn tcx_program_ids(ifindex: u32, hook: TcAttachType) -> std::io::Result<Vec<u32>
     const BPF_PROG_QUERY: libc::c_long = 16;
     const BPF_TCX_INGRESS: u32 = 46;
     const BPF_TCX_EGRESS: u32 = 47;
-    let mut ids = [0u32; 64];
+    let mut progs = [0u32; 64];
+    let mut links = [0u32; 64];
     let mut attr = QueryAttr {
         target_ifindex: ifindex,
-        attach_type: match hook {
-            TcAttachType::Egress => BPF_TCX_EGRESS,
-            _ => BPF_TCX_INGRESS,
+        attach_type: if egress {
+            BPF_TCX_EGRESS
+        } else {
+            BPF_TCX_INGRESS
         },
-        prog_ids: ids.as_mut_ptr() as u64,
-        prog_cnt: ids.len() as u32,
+        prog_ids: progs.as_mut_ptr() as u64,
+        prog_cnt: progs.len() as u32,
+        link_ids: links.as_mut_ptr() as u64,
         ..QueryAttr::default()
     };
-    // SAFETY: `attr` is a valid, zero-padded BPF_PROG_QUERY request whose `prog_ids` points at
-    // `ids`, which has room for `prog_cnt` entries and outlives the call.
+    // SAFETY: `attr` is a valid, zero-padded BPF_PROG_QUERY request whose `prog_ids` and
+    // `link_ids` point at `progs` and `links`, which have room for `prog_cnt` entries each and
+    // outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -691,8 +709,11 @@ fn tcx_program_ids(ifindex: u32, hook: TcAttachType) -> std::io::Result<Vec<u32>
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let n = (attr.prog_cnt as usize).min(ids.len());
-    Ok(ids[..n].to_vec())
+    let n = (attr.prog_cnt as usize).min(progs.len());
+    Ok(TcxAttached {
+        prog_ids: progs[..n].to_vec(),
+        link_ids: links[..n].to_vec(),
+    })
 }
 
 /// Removes what a crashed autoclat can have left on `ifindex`.
