@@ -6,7 +6,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::Ipv6Addr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -14,23 +14,9 @@ use tokio::io::unix::AsyncFd;
 /// `ICMP6_FILTER` (netinet/icmp6.h): a 256-bit mask, a set bit blocks that type.
 const ICMP6_FILTER: libc::c_int = 1;
 
-struct Raw(Socket);
-
-impl AsRawFd for Raw {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl AsFd for Raw {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
 /// Receives every router advertisement delivered to this host.
 pub struct RaListener {
-    fd: AsyncFd<Raw>,
+    fd: AsyncFd<Socket>,
     buf: Vec<MaybeUninit<u8>>,
 }
 
@@ -55,9 +41,9 @@ impl RaListener {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the socket is owned by the `Raw` moved into the AsyncFd, which never replaces
-        // or closes it before dropping it.
-        let fd = unsafe { AsyncFd::register_with_interest(Raw(s), tokio::io::Interest::READABLE) }
+        // SAFETY: the socket is moved into the AsyncFd, which never replaces or closes it
+        // before dropping it.
+        let fd = unsafe { AsyncFd::register_with_interest(s, tokio::io::Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         Ok(Self {
             fd,
@@ -69,7 +55,7 @@ impl RaListener {
     pub async fn next(&mut self) -> io::Result<(u32, Ipv6Addr, Vec<u8>)> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.get_inner().0.recv_from(&mut self.buf) {
+            match guard.get_inner().recv_from(&mut self.buf) {
                 Ok((n, from)) => {
                     let Some(v6) = from.as_socket_ipv6() else {
                         continue;
