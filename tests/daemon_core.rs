@@ -197,6 +197,35 @@ impl World {
         );
     }
 
+    /// The RFC 7050 query on eth0 (through 2001:db8::53) answers `prefix`, TTL 300 s.
+    fn dns64_answers(&mut self, prefix: &str) {
+        self.core.on_input(
+            Input::Dns64 {
+                ifindex: UPLINK,
+                result: Ok(Dns64Answer {
+                    prefix: prefix.parse().unwrap(),
+                    others: Vec::new(),
+                    ttl: Duration::from_secs(300),
+                    server: "[2001:db8::53]:53".parse().unwrap(),
+                }),
+            },
+            self.now,
+        );
+    }
+
+    /// Carries out the stops (the old tun goes) and starts (on tun `*tun + 1`) among `actions`.
+    fn stop_and_start(&mut self, actions: &[Action], tun: &mut u32) {
+        for a in actions {
+            if let Action::Stop { .. } = a {
+                self.inv.links.remove(tun);
+            }
+            if let Action::Start { .. } = a {
+                *tun += 1;
+                self.start_ok(a, *tun);
+            }
+        }
+    }
+
     /// The kernel's events about the complete tun arrive: its address and route appear (and
     /// are counted as arrivals, on top of those before).
     fn events_arrive(&mut self, tun_ifindex: u32) {
@@ -589,18 +618,7 @@ fn dns64_is_asked_through_the_rdnss_and_its_answer_starts_the_clat() {
         }]
     );
     assert_eq!(w.pass(), vec![], "one query in flight at a time");
-    w.core.on_input(
-        Input::Dns64 {
-            ifindex: UPLINK,
-            result: Ok(Dns64Answer {
-                prefix: PREFIX.parse().unwrap(),
-                others: Vec::new(),
-                ttl: Duration::from_secs(300),
-                server: "[2001:db8::53]:53".parse().unwrap(),
-            }),
-        },
-        w.now,
-    );
+    w.dns64_answers(PREFIX);
     let actions = w.pass();
     assert!(
         matches!(&actions[..], [Action::Start { .. }]),
@@ -851,18 +869,7 @@ fn pref64_confirming_dns64_takes_over_without_a_restart() {
     }];
     w.inv.links.insert(UPLINK, up);
     assert!(matches!(&w.pass()[..], [Action::QueryDns64 { .. }]));
-    w.core.on_input(
-        Input::Dns64 {
-            ifindex: UPLINK,
-            result: Ok(Dns64Answer {
-                prefix: PREFIX.parse().unwrap(),
-                others: Vec::new(),
-                ttl: Duration::from_secs(300),
-                server: "[2001:db8::53]:53".parse().unwrap(),
-            }),
-        },
-        w.now,
-    );
+    w.dns64_answers(PREFIX);
     let actions = w.pass();
     w.start_ok(&actions[0], TUN);
     assert_eq!(w.status(UPLINK).prefix_source, Some(PrefixSource::Dns64));
@@ -906,15 +913,7 @@ fn a_flapping_pref64_is_held_down() {
         w.inv.links.get_mut(&UPLINK).unwrap().pref64s = vec![learnt(p, "fe80::1", now)];
         let actions = w.pass();
         let (s, _) = starts_and_stops(&actions);
-        for a in &actions {
-            if let Action::Stop { .. } = a {
-                w.inv.links.remove(&tun);
-            }
-            if let Action::Start { .. } = a {
-                tun += 1;
-                w.start_ok(a, tun);
-            }
-        }
+        w.stop_and_start(&actions, &mut tun);
         starts += s;
         held_seen |= w
             .status(UPLINK)
@@ -939,15 +938,8 @@ fn a_flapping_pref64_is_held_down() {
             break;
         }
         w.advance(Duration::from_secs(1));
-        for a in w.pass() {
-            if let Action::Stop { .. } = a {
-                w.inv.links.remove(&tun);
-            }
-            if let Action::Start { .. } = a {
-                tun += 1;
-                w.start_ok(&a, tun);
-            }
-        }
+        let actions = w.pass();
+        w.stop_and_start(&actions, &mut tun);
         on_b = w
             .core
             .clat(UPLINK)
