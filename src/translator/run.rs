@@ -28,7 +28,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::csum::complete_ipv6_checksum;
 use super::neigh::NextHops;
 use super::sockets::enable_auxdata;
-use crate::xlat::{to_wire_packets, Counters, PacketBatch, Translator, VnetHdr};
+use crate::xlat::{
+    gro_segment_size, segment_tcp_v4, tcp4_gso_for_tun, to_wire_packets, Counters, PacketBatch,
+    Translator, VnetHdr,
+};
 
 /// Packets read per system call (receive socket) or per round (tun).
 pub const BATCH: usize = 32;
@@ -97,6 +100,11 @@ pub struct IoCounters {
     pub tun_write_packets: u64,
     /// IPv4 packets the tun refused.
     pub tun_write_errors: u64,
+    /// GRO-merged TCP packets from the uplink written into the tun whole, with GSO metadata.
+    pub tun_gso_written: u64,
+    /// GRO-merged TCP packets from the uplink cut into segments here (a tun without a
+    /// virtio header).
+    pub tun_gso_cut: u64,
 }
 
 /// How the loop ended without error.
@@ -177,6 +185,10 @@ pub struct IoLoop {
     zero_hdr: [u8; MAX_VNET_HDR],
     to_v6: PacketBatch,
     to_v4: PacketBatch,
+    /// The packets of `to_v4` that are GRO-merged TCP: (index, segment size).
+    v4_gso: Vec<(usize, u16)>,
+    /// Segments of one super-packet cut here (a tun without a virtio header).
+    v4_segments: PacketBatch,
     tx_iov: Vec<libc::iovec>,
     tx_addr: Vec<libc::sockaddr_in6>,
     tx_hdr: Vec<libc::mmsghdr>,
@@ -212,6 +224,8 @@ impl IoLoop {
             zero_hdr: [0; MAX_VNET_HDR],
             to_v6: PacketBatch::with_capacity(BATCH * 2048),
             to_v4: PacketBatch::with_capacity(BATCH * 2048),
+            v4_gso: Vec::with_capacity(BATCH),
+            v4_segments: PacketBatch::with_capacity(SLOT + 2048),
             tx_iov: Vec::with_capacity(TX_BATCH),
             tx_addr: Vec::with_capacity(TX_BATCH),
             tx_hdr: Vec::with_capacity(TX_BATCH),
@@ -253,7 +267,7 @@ impl IoLoop {
              (not ours {}, malformed {}, other {}), fragments made {}, icmp errors sent {}; \
              rx {} (truncated {}), tun-in {} (non-IPv4 {}, super-packets {} cut into {} segments, \
              offload errors {}), gso sent {} (errors {}, neighbour lookups {}), \
-             tx {} (errors {}, waits {}), tun-out {} (errors {})",
+             tx {} (errors {}, waits {}), tun-out {} (errors {}, super-packets {} whole, {} cut)",
             c.v4_to_v6_packets,
             c.v4_to_v6_bytes,
             c.v6_to_v4_packets,
@@ -279,6 +293,8 @@ impl IoLoop {
             io.tx_waits,
             io.tun_write_packets,
             io.tun_write_errors,
+            io.tun_gso_written,
+            io.tun_gso_cut,
         )
     }
 
@@ -406,7 +422,9 @@ impl IoLoop {
         }
         let n = n as usize;
         self.to_v4.clear();
+        self.v4_gso.clear();
         self.to_v6.clear();
+        let mtu6 = self.translator.config().mtu6;
         for (i, h) in self.rx_hdr[..n].iter().enumerate() {
             let len = h.msg_len as usize;
             if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > SLOT {
@@ -420,8 +438,16 @@ impl IoLoop {
                 complete_ipv6_checksum(pkt);
             }
             let pkt = &*pkt;
+            let before = self.to_v4.len();
             self.translator
                 .ipv6_to_ipv4(pkt, &mut self.to_v4, &mut self.to_v6);
+            // A GRO-merged TCP packet (bigger than the uplink could carry): it goes into the
+            // tun with a segment size, so that forwarding can cut it again.
+            for k in before..self.to_v4.len() {
+                if let Some(mss) = self.to_v4.get(k).and_then(|p| gro_segment_size(p, mtu6)) {
+                    self.v4_gso.push((k, mss));
+                }
+            }
         }
         self.flush(fds)?;
         Ok(n == BATCH)
@@ -430,6 +456,7 @@ impl IoLoop {
     /// Up to BATCH reads from the tun, translated and written. True when the round was full.
     fn tun_to_uplink(&mut self, fds: Fds<'_>) -> Result<bool, RunError> {
         self.to_v4.clear();
+        self.v4_gso.clear();
         self.to_v6.clear();
         let mut full = true;
         for _ in 0..BATCH {
@@ -638,32 +665,46 @@ impl IoLoop {
         Ok(())
     }
 
-    /// `write` each IPv4 packet to the tun, after a zeroed virtio header of `hdr_len` bytes
-    /// (none when 0); failures are counted, never fatal.
+    /// `write` each IPv4 packet to the tun, after a virtio header of `hdr_len` bytes (none
+    /// when 0): zeroed, except for a GRO-merged TCP packet, which goes in whole with its GSO
+    /// metadata so that the kernel cuts it wherever it has to (a forwarded packet bigger than
+    /// the next link's MTU). Without a virtio header such a packet is cut here. Failures are
+    /// counted, never fatal.
     fn write_v4(&mut self, tun: BorrowedFd<'_>, hdr_len: usize) {
-        let hdr = &self.zero_hdr[..hdr_len.min(MAX_VNET_HDR)];
-        for pkt in self.to_v4.iter() {
-            let iov = [
-                libc::iovec {
-                    iov_base: hdr.as_ptr().cast_mut().cast(),
-                    iov_len: hdr.len(),
-                },
-                libc::iovec {
-                    iov_base: pkt.as_ptr().cast_mut().cast(),
-                    iov_len: pkt.len(),
-                },
-            ];
-            // SAFETY: both iovecs describe live slices of their lengths, which the kernel
-            // only reads.
-            let n = unsafe { libc::writev(tun.as_raw_fd(), iov.as_ptr(), 2) };
-            if n < 0 {
-                self.io.tun_write_errors += 1;
-                if self.tun_err_log.hit() {
-                    tracing::warn!("write(tun): {}", io::Error::last_os_error());
+        let hdr_len = hdr_len.min(MAX_VNET_HDR);
+        let mut marks = self.v4_gso.iter().copied().peekable();
+        for i in 0..self.to_v4.len() {
+            let gso = marks.next_if(|m| m.0 == i).map(|(_, mss)| mss);
+            let Some(pkt) = self.to_v4.get_mut(i) else {
+                break;
+            };
+            let mut hdr = self.zero_hdr;
+            match gso {
+                Some(mss) if hdr_len >= VnetHdr::LEN => {
+                    if let Some(h) = tcp4_gso_for_tun(pkt, mss) {
+                        hdr[..VnetHdr::LEN].copy_from_slice(&h.to_le_bytes());
+                        self.io.tun_gso_written += 1;
+                    }
                 }
-            } else {
-                self.io.tun_write_packets += 1;
+                Some(mss) if hdr_len == 0 => {
+                    self.v4_segments.clear();
+                    if segment_tcp_v4(pkt, usize::from(mss), &mut self.v4_segments).is_ok() {
+                        self.io.tun_gso_cut += 1;
+                        for seg in self.v4_segments.iter() {
+                            write_tun(tun, &[], seg, &mut self.io, &mut self.tun_err_log);
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
             }
+            write_tun(
+                tun,
+                &hdr[..hdr_len],
+                pkt,
+                &mut self.io,
+                &mut self.tun_err_log,
+            );
         }
     }
 
@@ -777,6 +818,36 @@ fn checksum_not_ready(msg: &libc::msghdr) -> bool {
         }
     }
     false
+}
+
+/// One `writev` of `hdr` and `pkt` into the tun, counted.
+fn write_tun(
+    tun: BorrowedFd<'_>,
+    hdr: &[u8],
+    pkt: &[u8],
+    io: &mut IoCounters,
+    err_log: &mut Throttle,
+) {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: pkt.as_ptr().cast_mut().cast(),
+            iov_len: pkt.len(),
+        },
+    ];
+    // SAFETY: both iovecs describe live slices of their lengths, which the kernel only reads.
+    let n = unsafe { libc::writev(tun.as_raw_fd(), iov.as_ptr(), 2) };
+    if n < 0 {
+        io.tun_write_errors += 1;
+        if err_log.hit() {
+            tracing::warn!("write(tun): {}", io::Error::last_os_error());
+        }
+    } else {
+        io.tun_write_packets += 1;
+    }
 }
 
 fn pollfd(fd: RawFd) -> libc::pollfd {

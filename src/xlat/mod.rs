@@ -26,7 +26,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::nat64::Nat64Prefix;
 
-pub use offload::{segment_tcp_v6, to_wire_packets, VnetHdr, WireError};
+pub use offload::{
+    gro_segment_size, segment_tcp_v4, segment_tcp_v6, tcp4_gso_for_tun, to_wire_packets, VnetHdr,
+    WireError,
+};
 
 /// The IPv4 "dummy" address of RFC 7600, the source of ICMPv4 errors the translator makes up
 /// itself and of translated ICMPv6 errors whose IPv6 source has no IPv4 form.
@@ -121,6 +124,12 @@ impl PacketBatch {
         let end = *self.ends.get(i)?;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         Some(&self.buf[start..end])
+    }
+    /// The `i`th packet, to change in place.
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&mut self.buf[start..end])
     }
     /// The packets, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {

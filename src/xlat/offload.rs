@@ -190,6 +190,9 @@ pub enum WireError {
     /// short or inconsistent with its payload length.
     #[error("GSO packet is not a well-formed IPv6 TCP packet")]
     NotTcpV6,
+    /// A packet to cut that is not an unfragmented IPv4 TCP packet with consistent lengths.
+    #[error("GSO packet is not a well-formed IPv4 TCP packet")]
+    NotTcpV4,
     /// A GSO header with a segment size of zero.
     #[error("GSO packet with gso_size 0")]
     ZeroGsoSize,
@@ -303,6 +306,122 @@ pub fn segment_tcp_v6(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<u
             let sum = checksum::add(addr_sum + l4_len as u64 + 6, &b[IP6..IP6 + l4_len]);
             b[IP6 + 16..IP6 + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
             IP6 + l4_len
+        });
+    }
+    Ok(count)
+}
+
+/// The TCP/IPv4 headers of a complete packet: `(ip header length, tcp header length, end of
+/// the IP packet)`, or `None` if it is not an unfragmented IPv4 TCP packet whose lengths agree.
+fn tcp4_layout(pkt: &[u8]) -> Option<(usize, usize, usize)> {
+    if pkt.len() < 40 || pkt[0] >> 4 != 4 || pkt[9] != 6 {
+        return None;
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let end = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    // More fragments, or a fragment offset: not a whole TCP segment.
+    if u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 || ihl < 20 {
+        return None;
+    }
+    let thl = usize::from(*pkt.get(ihl + 12)? >> 4) * 4;
+    if thl < 20 || ihl + thl > end || end > pkt.len() {
+        return None;
+    }
+    Some((ihl, thl, end))
+}
+
+/// Prepares a translated TCP/IPv4 super-packet (a GRO-merged one, whose segments carried
+/// `mss` payload bytes each) to be written whole into a tun with `IFF_VNET_HDR`, so that the
+/// kernel cuts it into segments again wherever it must (forwarding to a link with a smaller
+/// MTU) instead of refusing it as too big: the TCP checksum field is set to the pseudo-header
+/// sum (`NEEDS_CSUM`, as the kernel's own TSO packets carry it) and the returned header says
+/// `GSO_TCPV4` with `gso_size = mss`.
+///
+/// `None` (the packet is left as it is, a plain packet with its full checksum) when it is
+/// not an IPv4 TCP packet, when `mss` is 0, or when its payload fits in one segment.
+pub fn tcp4_gso_for_tun(pkt: &mut [u8], mss: u16) -> Option<VnetHdr> {
+    let (ihl, thl, end) = tcp4_layout(pkt)?;
+    let payload = end - ihl - thl;
+    if mss == 0 || payload <= usize::from(mss) {
+        return None;
+    }
+    let l4_len = (end - ihl) as u64;
+    let pseudo = checksum::add(0, &pkt[12..20]) + 6 + l4_len;
+    pkt[ihl + 16..ihl + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+    Some(VnetHdr {
+        flags: VnetHdr::F_NEEDS_CSUM,
+        gso_type: VnetHdr::GSO_TCPV4,
+        hdr_len: (ihl + thl) as u16,
+        gso_size: mss,
+        csum_start: ihl as u16,
+        csum_offset: 16,
+    })
+}
+
+/// The segment size to give a translated TCP/IPv4 packet that is bigger than an uplink of
+/// IPv6 MTU `mtu6` can carry, so it was merged by GRO from several segments: the largest
+/// payload one segment on that uplink could have had (`mtu6` − 40 − the TCP header). The
+/// receive socket (`AF_PACKET`/`SOCK_DGRAM`, where the kernel refuses `PACKET_VNET_HDR`)
+/// does not tell the original segment size; every original segment was at most this big, so
+/// the segments cut at this size fit wherever the uplink's did, 20 bytes smaller.
+/// `None` for a packet that fits (or is not TCP/IPv4).
+pub fn gro_segment_size(pkt: &[u8], mtu6: u32) -> Option<u16> {
+    let (ihl, thl, end) = tcp4_layout(pkt)?;
+    let mtu6 = usize::try_from(mtu6).ok()?;
+    if end + 20 <= mtu6 {
+        return None;
+    }
+    let mss = mtu6.checked_sub(40 + thl).filter(|&m| m > 0)?;
+    (end - ihl - thl > mss)
+        .then(|| u16::try_from(mss).ok())
+        .flatten()
+}
+
+/// [`segment_tcp_v6`] for IPv4: cuts a TCP/IPv4 packet (a translated GRO super-packet, for
+/// a tun without a virtio header) into segments of at most `mss` payload bytes. Each segment
+/// gets its total length, the identification of the packet plus its index, a new header
+/// checksum and a full TCP checksum. Returns how many were appended to `out`.
+pub fn segment_tcp_v4(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<usize, WireError> {
+    const CWR: u8 = 0x80;
+    const PSH: u8 = 0x08;
+    const FIN: u8 = 0x01;
+    if mss == 0 {
+        return Err(WireError::ZeroGsoSize);
+    }
+    let (ihl, thl, end) = tcp4_layout(pkt).ok_or(WireError::NotTcpV4)?;
+    let headers = &pkt[..ihl + thl];
+    let payload = &pkt[ihl + thl..end];
+    let seq = u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]]);
+    let id = u16::from_be_bytes([pkt[4], pkt[5]]);
+    let flags = pkt[ihl + 13];
+    let addr_sum = checksum::add(0, &pkt[12..20]);
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let from = (i * mss).min(payload.len());
+        let chunk = &payload[from..(from + mss).min(payload.len())];
+        let l4_len = thl + chunk.len();
+        out.push_with(ihl + l4_len, |b| {
+            b[..headers.len()].copy_from_slice(headers);
+            b[headers.len()..ihl + l4_len].copy_from_slice(chunk);
+            b[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
+            b[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+            b[10..12].copy_from_slice(&[0, 0]);
+            let h = checksum::finish(checksum::add(0, &b[..ihl]));
+            b[10..12].copy_from_slice(&h.to_be_bytes());
+            let s = seq.wrapping_add(from as u32);
+            b[ihl + 4..ihl + 8].copy_from_slice(&s.to_be_bytes());
+            let mut f = flags;
+            if i > 0 {
+                f &= !CWR;
+            }
+            if i + 1 < count {
+                f &= !(FIN | PSH);
+            }
+            b[ihl + 13] = f;
+            b[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
+            let sum = checksum::add(addr_sum + l4_len as u64 + 6, &b[ihl..ihl + l4_len]);
+            b[ihl + 16..ihl + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+            ihl + l4_len
         });
     }
     Ok(count)
@@ -520,5 +639,106 @@ mod tests {
             to_wire_packets(&bad, &pkt, &mut out),
             Err(WireError::BadChecksumOffset { .. })
         ));
+    }
+
+    /// An IPv4 TCP packet (DF, identification 0x1234) with timestamps and the given flags.
+    fn tcp4(payload: &[u8], seq: u32, fin: bool, psh: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4([192, 0, 0, 1], [198, 51, 100, 10], 64)
+            .tcp(40000, 5201, seq, 512)
+            .ack(77)
+            .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
+            .unwrap();
+        if fin {
+            b = b.fin();
+        }
+        if psh {
+            b = b.psh();
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        out[6] |= 0x40;
+        out[10..12].copy_from_slice(&[0, 0]);
+        let h = checksum::finish(checksum::add(0, &out[..20]));
+        out[10..12].copy_from_slice(&h.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_tcp4_super_packet_is_cut_into_valid_segments() {
+        let d = data(5000);
+        let pkt = tcp4(&d, 0xffff_ff00, true, true);
+        let mut out = PacketBatch::default();
+        assert_eq!(segment_tcp_v4(&pkt, 1448, &mut out), Ok(4));
+        let mut joined = Vec::new();
+        for (i, p) in out.iter().enumerate() {
+            let (ip, rest) = etherparse::Ipv4Header::from_slice(p).unwrap();
+            assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+            assert_eq!(usize::from(ip.total_len), p.len());
+            assert_eq!(ip.identification, 0x1234 + i as u16);
+            assert!(ip.dont_fragment);
+            let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
+            assert_eq!(tcp.checksum, tcp.calc_checksum_ipv4(&ip, payload).unwrap());
+            assert_eq!(
+                tcp.sequence_number,
+                0xffff_ff00u32.wrapping_add(1448 * i as u32)
+            );
+            let last = i == 3;
+            assert_eq!((tcp.fin, tcp.psh), (last, last), "segment {i}");
+            assert!(payload.len() <= 1448);
+            joined.extend_from_slice(payload);
+        }
+        assert_eq!(joined, d);
+        // Not TCP over IPv4: refused, nothing appended.
+        let mut v6 = PacketBatch::default();
+        let p6 = tcp6(&d, 1, false, false, false);
+        assert_eq!(segment_tcp_v4(&p6, 1448, &mut v6), Err(WireError::NotTcpV4));
+        assert!(v6.is_empty());
+        assert_eq!(
+            segment_tcp_v4(&pkt, 0, &mut v6),
+            Err(WireError::ZeroGsoSize)
+        );
+    }
+
+    #[test]
+    fn a_tcp4_super_packet_gets_gso_metadata_and_a_partial_checksum() {
+        let d = data(4000);
+        let pkt = tcp4(&d, 7, false, true);
+        let mut p = pkt.clone();
+        let h = tcp4_gso_for_tun(&mut p, 1448).unwrap();
+        assert_eq!(h.gso_type, VnetHdr::GSO_TCPV4);
+        assert_eq!(h.flags, VnetHdr::F_NEEDS_CSUM);
+        assert_eq!((h.gso_size, h.hdr_len), (1448, 20 + 32));
+        assert_eq!((h.csum_start, h.csum_offset), (20, 16));
+        // Completing the partial checksum as a device would gives the original one back.
+        complete_partial_checksum(&mut p, 20, 16);
+        assert_eq!(p, pkt);
+        // A packet that fits in one segment, a zero MSS, or not TCP: left alone.
+        let mut small = tcp4(&d[..1000], 7, false, false);
+        let before = small.clone();
+        assert_eq!(tcp4_gso_for_tun(&mut small, 1448), None);
+        assert_eq!(tcp4_gso_for_tun(&mut p, 0), None);
+        let mut v6 = tcp6(&d, 1, false, false, false);
+        assert_eq!(tcp4_gso_for_tun(&mut v6, 1448), None);
+        assert_eq!(small, before);
+    }
+
+    #[test]
+    fn a_gro_merged_packet_gets_the_uplinks_largest_segment_size() {
+        let d = data(4000);
+        // 20 + 32 + 4000 bytes: more than an uplink of MTU 1500 carries (1480 after
+        // translation); segments of 1500 - 40 - 32 payload bytes.
+        let pkt = tcp4(&d, 7, false, false);
+        assert_eq!(gro_segment_size(&pkt, 1500), Some(1428));
+        // One segment's worth: exactly what the uplink carries, not merged.
+        let one = tcp4(&d[..1428], 7, false, false);
+        assert_eq!(gro_segment_size(&one, 1500), None);
+        let over = tcp4(&d[..1429], 7, false, false);
+        assert_eq!(gro_segment_size(&over, 1500), Some(1428));
+        assert_eq!(gro_segment_size(&pkt, 9000), None);
+        assert_eq!(
+            gro_segment_size(&tcp6(&d, 1, false, false, false), 1500),
+            None
+        );
     }
 }
