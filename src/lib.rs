@@ -15,6 +15,7 @@ pub mod instance;
 pub mod journal;
 pub mod metrics;
 pub mod nat64;
+pub mod nft;
 pub mod nlmsg;
 pub mod notify;
 pub mod policy;

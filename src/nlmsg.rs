@@ -12,6 +12,8 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 /// `NLM_F_REQUEST`.
 pub const NLM_F_REQUEST: u16 = 1;
+/// `NLA_F_NESTED`: the attribute's data is itself a list of attributes.
+pub const NLA_F_NESTED: u16 = 0x8000;
 
 /// Why a datagram or message is not well-formed netlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -131,13 +133,7 @@ impl Request {
 
     /// Appends one attribute, padded to 4 bytes.
     pub fn attr(mut self, ty: u16, data: &[u8]) -> Self {
-        let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
-        self.0.extend_from_slice(&len.to_ne_bytes());
-        self.0.extend_from_slice(&ty.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        while self.0.len() % 4 != 0 {
-            self.0.push(0);
-        }
+        put_attr(&mut self.0, ty, data);
         self
     }
 
@@ -148,6 +144,19 @@ impl Request {
             .to_ne_bytes();
         self.0[..4].copy_from_slice(&len);
         self.0
+    }
+}
+
+/// Appends one attribute (header, `data`, padding to 4 bytes) to `buf`, which must end on a
+/// 4-byte boundary: the building block of nested attributes (`NLA_F_NESTED | ty` with the
+/// inner attributes as `data`).
+pub fn put_attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
+    buf.extend_from_slice(&len.to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(data);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
     }
 }
 
