@@ -25,6 +25,35 @@ pub struct Config {
     #[serde(rename = "uplink")]
     pub uplinks: Vec<UplinkRule>,
     pub hooks: HooksConfig,
+    /// `[router]`: forward IPv4 of downstream interfaces through the CLATs. Absent: nothing
+    /// is forwarded, no firewall table is made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterConfig>,
+}
+
+/// `[router]`: IPv4 arriving on a downstream interface is forwarded through the CLAT of the
+/// uplink its route points at, masqueraded to the CLAT's IPv4 address (NAT44).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Interface-name globs of the downstream interfaces (`br-lan`, `docker0`, `virbr*`); at
+    /// least one.
+    #[serde(deserialize_with = "de_globs")]
+    pub downstream: Vec<MatchGlob>,
+    /// RFC 6877 §6.3 stateless mode with a dedicated /64. Not implemented: refused while
+    /// parsing, so that it is never silently ignored.
+    #[serde(
+        deserialize_with = "de_clat_prefix",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clat_prefix: Option<String>,
+}
+
+impl RouterConfig {
+    /// Whether `ifname` is a downstream interface.
+    pub fn is_downstream(&self, ifname: &str) -> bool {
+        self.downstream.iter().any(|g| g.matches(ifname))
+    }
 }
 
 /// `[hooks]`: scripts run when a CLAT starts or stops ([`crate::hooks`]).
@@ -296,6 +325,7 @@ fn friendlier(message: &str) -> String {
         "DiscoveryConfig",
         "UplinkRule",
         "HooksConfig",
+        "RouterConfig",
         "Config",
     ] {
         m = m.replace(&format!("expected struct {name}"), "expected a table");
@@ -348,6 +378,38 @@ fn de_glob<'de, D: Deserializer<'de>>(d: D) -> Result<MatchGlob, D::Error> {
         text: s,
         glob: Some(glob),
     })
+}
+
+fn de_globs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MatchGlob>, D::Error> {
+    use serde::de::Error;
+    let texts = Vec::<String>::deserialize(d)?;
+    if texts.is_empty() {
+        return Err(D::Error::custom(
+            "must name at least one downstream interface (a name or glob, e.g. \"br-lan\", \"virbr*\")",
+        ));
+    }
+    texts
+        .into_iter()
+        .map(|s| {
+            let glob = Glob::new(&s).map_err(|e| match e {
+                GlobError::Empty => D::Error::custom("an empty interface-name glob"),
+                _ => D::Error::custom(format!("bad interface-name glob `{s}`: {e}")),
+            })?;
+            Ok(MatchGlob {
+                text: s,
+                glob: Some(glob),
+            })
+        })
+        .collect()
+}
+
+fn de_clat_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    Err(D::Error::custom(format!(
+        "`{s}`: the stateless mode with a dedicated prefix (RFC 6877 section 6.3) is not \
+         implemented yet; remove `clat_prefix` to masquerade the downstream hosts (NAT44)"
+    )))
 }
 
 /// A rule's `match` glob, compiled once when the configuration is read.
@@ -545,6 +607,17 @@ impl Config {
             }
         }
         push_kv(&mut out, "timeout", &h.timeout.to_string());
+
+        match &self.router {
+            Some(r) => {
+                out.push_str("\n[router]\n");
+                let globs: Vec<String> =
+                    r.downstream.iter().map(|g| toml_str(g.as_str())).collect();
+                push_kv(&mut out, "downstream", &format!("[{}]", globs.join(", ")));
+                out.push_str("# mode: NAT44 (masquerade to each CLAT's IPv4 address)\n");
+            }
+            None => out.push_str("\n# No [router]: nothing is forwarded through the CLATs\n"),
+        }
 
         for rule in &self.uplinks {
             out.push_str("\n[[uplink]]\n");

@@ -188,6 +188,69 @@ pub struct UplinkStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub uplinks: Vec<UplinkStatus>,
+    /// Router mode (`[router]`); absent when it is not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterStatus>,
+}
+
+/// Router mode in `status`: what is forwarded through the CLATs, and how much.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterStatus {
+    /// `nat44`: downstream hosts are masqueraded to the CLAT's IPv4 address.
+    pub mode: String,
+    /// The downstream interfaces present (those the `[router] downstream` globs match).
+    pub downstream: Vec<String>,
+    /// Interfaces on which autoclat keeps IPv4 forwarding on.
+    pub forwarding: Vec<String>,
+    /// autoclat's nftables table (`ip autoclat`) is in place.
+    pub table: bool,
+    /// Forwarded traffic per CLAT tun, from the table's counters.
+    pub forwarded: Vec<RouterCounters>,
+    /// Pieces put back after a third party removed or changed them.
+    pub repairs: u64,
+    /// The last failure to put the pieces in place, if the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// Forwarded traffic through one CLAT: out = downstream to the tun, in = back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterCounters {
+    pub tun: String,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+}
+
+impl RouterStatus {
+    /// The human form, one line.
+    pub fn human_line(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
+        let mut line = format!(
+            "router [{}] downstream[{}] forwarding[{}] table[{}] repairs {}",
+            self.mode,
+            list(&self.downstream),
+            list(&self.forwarding),
+            if self.table { "ok" } else { "none" },
+            self.repairs
+        );
+        for c in &self.forwarded {
+            line.push_str(&format!(
+                "\n  forwarded via {}: out {} pkts {} bytes, in {} pkts {} bytes",
+                c.tun, c.out_packets, c.out_bytes, c.in_packets, c.in_bytes
+            ));
+        }
+        if let Some(e) = &self.error {
+            line.push_str(&format!("\n  error: {e}"));
+        }
+        line
+    }
 }
 
 impl UplinkStatus {
@@ -664,6 +727,7 @@ mod tests {
     fn json_field_names_are_the_contract() {
         let v = serde_json::to_value(StatusReport {
             uplinks: vec![sample()],
+            ..StatusReport::default()
         })
         .unwrap();
         let u = &v["uplinks"][0];
@@ -702,6 +766,7 @@ mod tests {
             if let Some(ControlRequest::Status(reply)) = rx.recv().await {
                 let _ = reply.send(StatusReport {
                     uplinks: vec![sample()],
+                    ..StatusReport::default()
                 });
             }
         });
@@ -773,6 +838,7 @@ mod tests {
             while let Some(ControlRequest::Status(reply)) = rx.recv().await {
                 let _ = reply.send(StatusReport {
                     uplinks: vec![sample()],
+                    ..StatusReport::default()
                 });
             }
         });

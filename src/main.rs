@@ -150,6 +150,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     println!("{}", u.human_line());
                 }
             }
+            if let (false, false, Some(r)) = (json, prometheus, &report.router) {
+                println!("{}", r.human_line());
+            }
             Ok(())
         }
         Command::CheckConfig { path } => {

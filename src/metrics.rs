@@ -196,6 +196,53 @@ pub fn render(report: &StatusReport) -> String {
             }
         }
     }
+
+    if let Some(r) = &report.router {
+        let mut f = family(
+            &mut out,
+            "autoclat_router_table_present",
+            "gauge",
+            "Router mode: whether autoclat's nftables table (ip autoclat) is in place.",
+        );
+        f.sample(&[("mode", &r.mode)], u64::from(r.table));
+        let mut f = family(
+            &mut out,
+            "autoclat_router_downstream_info",
+            "gauge",
+            "Router mode: the downstream interfaces present.",
+        );
+        for d in &r.downstream {
+            f.sample(&[("interface", d)], 1);
+        }
+        type PickR = fn(&crate::control::RouterCounters) -> (u64, u64);
+        let per_dir: [(&str, &str, PickR); 2] = [
+            (
+                "autoclat_router_forwarded_packets_total",
+                "Router mode: packets forwarded between the downstream interfaces and a CLAT.",
+                |c| (c.out_packets, c.in_packets),
+            ),
+            (
+                "autoclat_router_forwarded_bytes_total",
+                "Router mode: bytes forwarded between the downstream interfaces and a CLAT.",
+                |c| (c.out_bytes, c.in_bytes),
+            ),
+        ];
+        for (name, help, pick) in per_dir {
+            let mut f = family(&mut out, name, "counter", help);
+            for c in &r.forwarded {
+                let (o, i) = pick(c);
+                f.sample(&[("tun", &c.tun), ("direction", "out")], o);
+                f.sample(&[("tun", &c.tun), ("direction", "in")], i);
+            }
+        }
+        let mut f = family(
+            &mut out,
+            "autoclat_router_repairs_total",
+            "counter",
+            "Router mode: pieces (forwarding, the nftables table) put back after a third party removed them.",
+        );
+        f.sample(&[], r.repairs);
+    }
     out
 }
 
@@ -406,6 +453,7 @@ mod tests {
         };
         StatusReport {
             uplinks: vec![running, odd, lo, backoff],
+            ..StatusReport::default()
         }
     }
 

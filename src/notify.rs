@@ -315,7 +315,12 @@ mod tests {
     #[test]
     fn summary_wording() {
         use UplinkState::*;
-        let r = |v: Vec<UplinkStatus>| status_summary(&StatusReport { uplinks: v });
+        let r = |v: Vec<UplinkStatus>| {
+            status_summary(&StatusReport {
+                uplinks: v,
+                ..StatusReport::default()
+            })
+        };
         assert_eq!(r(vec![]), "no uplinks");
         assert_eq!(r(vec![uplink("lo", Disabled)]), "no uplinks");
         assert_eq!(

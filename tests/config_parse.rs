@@ -688,3 +688,58 @@ fn hooks_section() {
     assert!(text.contains("timeout = 10\n"), "{text}");
     assert_eq!(ok(&text), Config::default());
 }
+
+#[test]
+fn router_section_parses_round_trips_and_is_absent_by_default() {
+    assert_eq!(Config::default().router, None);
+    assert_eq!(ok("").router, None);
+    let c = ok(r#"
+[router]
+downstream = ["br-lan", "docker0", "virbr*"]
+"#);
+    let r = c.router.as_ref().unwrap();
+    assert!(r.is_downstream("br-lan"));
+    assert!(r.is_downstream("virbr0"));
+    assert!(r.is_downstream("docker0"));
+    assert!(!r.is_downstream("docker1"));
+    assert!(!r.is_downstream("eth0"));
+    let text = c.effective();
+    assert!(text.contains("[router]"), "{text}");
+    assert_eq!(ok(&text), c, "round trip of\n{text}");
+    assert!(Config::default().effective().contains("# No [router]"));
+}
+
+#[test]
+fn router_mistakes_name_the_line_and_what_was_expected() {
+    assert_err(
+        "[router]\ndownstream = []\n",
+        2,
+        14,
+        &["downstream", "at least one downstream interface"],
+    );
+    assert_err(
+        "[router]\ndownstream = [\"br[\"]\n",
+        2,
+        14,
+        &["bad interface-name glob `br[`"],
+    );
+    assert_err(
+        "[router]\ndownstream = \"br-lan\"\n",
+        2,
+        14,
+        &["downstream", "expected an array"],
+    );
+    assert_err(
+        "[router]\ndownstream = [\"br-lan\"]\nmasquerade = true\n",
+        3,
+        1,
+        &["unknown field `masquerade`"],
+    );
+    // The stateless mode is refused, not silently ignored.
+    assert_err(
+        "[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"2001:db8:1:2::/64\"\n",
+        3,
+        15,
+        &["clat_prefix", "not implemented"],
+    );
+}

@@ -23,6 +23,7 @@ pub mod ndp;
 pub mod ndsock;
 pub mod netconf;
 pub mod restore;
+pub mod router;
 pub mod spawn;
 pub mod tun;
 
@@ -1042,6 +1043,27 @@ impl Controller {
             Ok(removed)
         } else {
             Err(TeardownErrors(errors))
+        }
+    }
+
+    /// Brings router mode's pieces in line with `want` ([`router::Router::reconcile`]).
+    /// Without a journal (a dry run) nothing is changed.
+    pub fn reconcile_router(
+        &self,
+        router: &mut router::Router,
+        want: &router::RouterWant,
+    ) -> Result<Vec<String>, router::RouterError> {
+        match &self.journal {
+            Some(j) => router.reconcile(want, j),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Takes router mode's pieces away ([`router::Router::teardown`]).
+    pub fn teardown_router(&self, router: &mut router::Router) -> Vec<router::RouterError> {
+        match &self.journal {
+            Some(j) => router.teardown(j),
+            None => Vec::new(),
         }
     }
 

@@ -99,6 +99,10 @@ struct Daemon {
     sources: BTreeMap<u32, crate::discovery::PrefixSource>,
     /// The watcher's first dump has been applied (systemd readiness waits for it).
     dumped: bool,
+    /// Router mode's pieces, when `[router]` is configured.
+    router: Option<crate::controller::router::Router>,
+    /// The last router failure logged (each is logged once, not every pass).
+    router_error_logged: Option<String>,
 }
 
 /// Run the daemon until SIGTERM or SIGINT; then stop every CLAT and return.
@@ -167,6 +171,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         hooks: crate::hooks::Hooks::new(opts.config.hooks.clone()),
         sources: BTreeMap::new(),
         dumped: false,
+        router: opts
+            .config
+            .router
+            .as_ref()
+            .map(|_| crate::controller::router::Router::default()),
+        router_error_logged: None,
         opts,
     };
     // systemd (Type=notify): READY=1 once the first dump is in and every uplink has a first
@@ -231,7 +241,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     ControlRequest::Status(reply) => {
                         // TCX links send no events: a status request looks at the programs too,
                         // so that it never shows `running` over detached ones.
-                        if daemon.check_programs() {
+                        if daemon.check_programs() || daemon.router_table_missing() {
                             daemon.pass().await;
                         }
                         let report = daemon.status().await;
@@ -277,7 +287,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
                 ready_sent = true;
             }
-            let summary = crate::notify::status_summary(&StatusReport { uplinks: report });
+            let summary = crate::notify::status_summary(&StatusReport {
+                uplinks: report,
+                ..StatusReport::default()
+            });
             if let Err(e) = n.status(&summary) {
                 tracing::debug!("sd_notify STATUS: {e}");
             }
@@ -379,6 +392,51 @@ impl Daemon {
             self.carry_out(action).await;
         }
         self.start_all(starts).await;
+        self.reconcile_router();
+    }
+
+    /// What router mode wants now (`None` without `[router]`).
+    fn router_want(&self) -> Option<crate::controller::router::RouterWant> {
+        let cfg = self.opts.config.router.as_ref()?;
+        Some(crate::controller::router::want(
+            cfg,
+            self.inventory.links.values().map(|l| l.name.as_str()),
+            self.clats
+                .values()
+                .map(|c| (c.spec.tun_name.clone(), c.spec.v4)),
+        ))
+    }
+
+    /// Router mode's table was made and is gone (nftables changes send no event we listen to).
+    fn router_table_missing(&self) -> bool {
+        self.router.as_ref().is_some_and(|r| r.table_missing())
+    }
+
+    /// Router mode's pieces brought in line with the running CLATs and downstream links.
+    fn reconcile_router(&mut self) {
+        let (Some(want), Some(router)) = (self.router_want(), self.router.as_mut()) else {
+            return;
+        };
+        if self.opts.dry_run {
+            return;
+        }
+        match self.controller.reconcile_router(router, &want) {
+            Ok(repaired) => {
+                for what in repaired {
+                    tracing::warn!("router mode: {what} (someone else had removed it)");
+                }
+                if self.router_error_logged.take().is_some() {
+                    tracing::info!("router mode: all pieces in place again");
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.router_error_logged.as_deref() != Some(msg.as_str()) {
+                    tracing::error!("router mode: {msg}");
+                    self.router_error_logged = Some(msg);
+                }
+            }
+        }
     }
 
     /// Carries out `Action::Start`s side by side (each waits for its duplicate address
@@ -662,6 +720,15 @@ impl Daemon {
             crate::controller::leftovers::stop_tun_holders(&link.name, Duration::from_secs(2))
                 .await;
         }
+        match crate::nft::remove() {
+            Ok(true) => tracing::info!(
+                "removed the nftables table `{}` of an earlier run",
+                crate::nft::TABLE
+            ),
+            Ok(false) => {}
+            // A kernel without nf_tables has no table to remove.
+            Err(e) => tracing::debug!("no leftover nftables table removed: {e}"),
+        }
         match self.controller.remove_leftovers().await {
             Ok(removed) if !removed.is_empty() => {
                 tracing::info!(
@@ -685,6 +752,11 @@ impl Daemon {
     /// 5.3 s one after the other, 4.7 s so; the rest is the kernel removing each tun and
     /// detaching each program, serialised there).
     async fn stop_all(&mut self) {
+        if let Some(router) = self.router.as_mut() {
+            for e in self.controller.teardown_router(router) {
+                tracing::warn!("router mode: stopping: {e}");
+            }
+        }
         let downs: Vec<_> = self
             .clats
             .keys()
@@ -721,7 +793,11 @@ impl Daemon {
                 },
             };
         }
-        StatusReport { uplinks }
+        let router = match (self.router.as_ref(), self.router_want()) {
+            (Some(r), Some(want)) => Some(r.status(&want)),
+            _ => None,
+        };
+        StatusReport { uplinks, router }
     }
 
     /// The translator's share of the traffic, from the tun's own statistics: what the host
