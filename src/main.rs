@@ -41,7 +41,8 @@ enum Command {
     },
     /// Show every uplink the daemon knows: state, reason, prefix, addresses, translator, counters.
     Status {
-        /// Print one JSON object ({"uplinks": [...]}) instead of one line per uplink.
+        /// Print one JSON object ({"uplinks": [...], and "router": {...} in router mode) instead of
+        /// one line per uplink.
         #[arg(long, conflicts_with = "prometheus")]
         json: bool,
         /// Print Prometheus metrics (text exposition format 0.0.4), e.g. for node_exporter's

@@ -3,7 +3,8 @@
 //!
 //! The checks run in a fixed order and the first that fails is the reason shown to the operator:
 //!
-//! 1. not loopback and not one of autoclat's own CLAT interfaces   (else `Disabled`)
+//! 1. not loopback, not one of autoclat's own CLAT interfaces, not a `[router]` downstream
+//!    interface                                                    (else `Disabled`)
 //! 2. administratively up, then carrier                            (else `Waiting`)
 //! 3. the config rule for the name enables it                      (else `Disabled`)
 //! 4. a usable global IPv6 address, a /64 for the CLAT address (see [`choose_clat_net`]),
@@ -140,6 +141,15 @@ pub fn decide_with_own_tuns(
     }
     if ours(uplink) {
         return disabled("autoclat's own CLAT interface");
+    }
+    // A LAN bridge with IPv6 (from prefix delegation) and no IPv4 looks like an uplink; its
+    // IPv4 comes through the CLATs instead.
+    if config
+        .router
+        .as_ref()
+        .is_some_and(|r| r.is_downstream(&uplink.name))
+    {
+        return disabled("a downstream interface of [router]");
     }
 
     if !uplink.admin_up {

@@ -868,3 +868,21 @@ fn the_default_gateways_prefix_is_preferred() {
     );
     assert_eq!(net_of(&inv), "2001:db8:1::");
 }
+
+#[test]
+fn a_router_downstream_interface_never_gets_a_clat() {
+    // A LAN bridge with a delegated IPv6 prefix and no IPv4 looks just like an uplink.
+    let inv = inventory([v6_only(2, "eth0"), v6_only(3, "br-lan")]);
+    let cfg = config("[router]\ndownstream = [\"br-*\"]\n");
+    assert_skip(
+        &decide_in(&cfg, &inv, "br-lan"),
+        SkipState::Disabled,
+        "a downstream interface of [router]",
+    );
+    assert!(matches!(decide_in(&cfg, &inv, "eth0"), Decision::Run(_)));
+    // Without [router] the same bridge is an uplink like any other.
+    assert!(matches!(
+        decide_in(&config(""), &inv, "br-lan"),
+        Decision::Run(_)
+    ));
+}

@@ -178,10 +178,14 @@ impl Router {
         Ok(repaired)
     }
 
-    /// Whether the table we made is still there (`None` when we made none): a third party's
-    /// deletion sends no event the daemon listens to, so each pass and each `status` looks.
-    pub fn table_missing(&self) -> bool {
-        self.applied.is_some() && !nft::exists().unwrap_or(true)
+    /// Whether a piece we put in place is gone: the table deleted, or forwarding switched off
+    /// on an interface. Neither sends an event the daemon listens to, so each `status`
+    /// request looks (and each pass reconciles).
+    pub fn needs_repair(&self) -> bool {
+        let forwarding_off = self.forwarding.iter().any(|iface| {
+            std::fs::read_to_string(forwarding_path(iface)).is_ok_and(|v| v.trim() != "1")
+        });
+        forwarding_off || (self.applied.is_some() && !nft::exists().unwrap_or(true))
     }
 
     /// Takes every piece away: the table, then forwarding back to its original values.

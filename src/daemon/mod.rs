@@ -241,7 +241,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     ControlRequest::Status(reply) => {
                         // TCX links send no events: a status request looks at the programs too,
                         // so that it never shows `running` over detached ones.
-                        if daemon.check_programs() || daemon.router_table_missing() {
+                        if daemon.check_programs() || daemon.router_needs_repair() {
                             daemon.pass().await;
                         }
                         let report = daemon.status().await;
@@ -407,9 +407,10 @@ impl Daemon {
         ))
     }
 
-    /// Router mode's table was made and is gone (nftables changes send no event we listen to).
-    fn router_table_missing(&self) -> bool {
-        self.router.as_ref().is_some_and(|r| r.table_missing())
+    /// A router mode piece was removed by someone else (nftables and sysctl changes send no
+    /// event we listen to).
+    fn router_needs_repair(&self) -> bool {
+        self.router.as_ref().is_some_and(|r| r.needs_repair())
     }
 
     /// Router mode's pieces brought in line with the running CLATs and downstream links.
