@@ -1356,8 +1356,8 @@ fn router_mode_forwards_a_lan(mode: &str) {
 
 /// Router mode beside a Docker-style third-party NAT table (left untouched throughout), with
 /// its pieces removed by someone else (the table deleted, forwarding switched off: each put
-/// back and counted), then the daemon killed: the next start, without `[router]`, removes the
-/// table and restores forwarding.
+/// back on the change's own netlink event and counted), then the daemon killed: the next
+/// start, without `[router]`, removes the table and restores forwarding.
 fn router_mode_repairs_coexists_and_restores_after_a_kill(mode: &str) {
     let Some(mut env) = setup_with(
         "router_mode_repairs_coexists_and_restores_after_a_kill",
@@ -1395,6 +1395,11 @@ fn router_mode_repairs_coexists_and_restores_after_a_kill(mode: &str) {
 
     env.topo
         .exec_ok(Ns::Client, &["nft", "delete", "table", "ip", "autoclat"]);
+    // Put back on the nftables event alone, before any status request looks.
+    assert!(
+        wait_until(WAIT, || nft_table(&env.topo, "autoclat").is_some()),
+        "the deleted table was not put back"
+    );
     let r = wait_router(&env.d, "the deleted table put back", |r| {
         r["table"] == true && r["repairs"] == 1
     });
@@ -1402,6 +1407,13 @@ fn router_mode_repairs_coexists_and_restores_after_a_kill(mode: &str) {
     env.topo.exec_ok(
         Ns::Client,
         &["sysctl", "-qw", "net.ipv4.conf.dn0.forwarding=0"],
+    );
+    assert!(
+        wait_until(WAIT, || client_sysctl(
+            &env.topo,
+            "net.ipv4.conf.dn0.forwarding"
+        ) == "1"),
+        "forwarding on dn0 was not switched on again"
     );
     wait_router(&env.d, "forwarding on dn0 switched on again", |r| {
         r["repairs"] == 2

@@ -82,6 +82,8 @@ enum Event {
     },
     /// `/etc/resolv.conf` (or systemd-resolved's upstream list) changed: its nameservers now.
     ResolvConf(Vec<crate::discovery::resolvconf::Nameserver>),
+    /// The nftables ruleset or an interface's IPv4 configuration changed (router mode).
+    RouterChanged,
 }
 
 /// The loop's state: the inventory, the core, and the running CLATs' resources.
@@ -209,6 +211,28 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
         Err(e) => tracing::warn!("cannot watch /etc/resolv.conf for changes: {e}"),
     }
+    if daemon.router.is_some() && !daemon.opts.dry_run {
+        match crate::watch::routerwatch::RouterWatch::new() {
+            Ok(mut watch) => {
+                let tx = daemon.events.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if let Err(e) = watch.changed().await {
+                            tracing::warn!("router mode: no longer watching nftables: {e}");
+                            return;
+                        }
+                        if tx.send(Event::RouterChanged).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(
+                "router mode: cannot watch nftables and forwarding for changes ({e}); \
+                 removed pieces are put back at the next event or status request"
+            ),
+        }
+    }
     tracing::info!(
         dry_run = daemon.opts.dry_run,
         clatd = %daemon.opts.clatd_path.display(),
@@ -314,7 +338,7 @@ impl Daemon {
                 self.dumped |= matches!(ev, NetEvent::Resync(_));
                 self.inventory.apply(ev, now);
             }
-            Event::WatchFailed(_) => {}
+            Event::WatchFailed(_) | Event::RouterChanged => {}
             Event::ResolvConf(servers) => {
                 if servers != self.resolv_conf {
                     tracing::info!(

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod inventory;
 pub mod netlink;
 pub mod ralisten;
+pub mod routerwatch;
 
 pub use inventory::{
     AddrChange, DefaultRoute, Family, Inventory, LinkInfo, NetEvent, OnLinkRoute, Uplink, V4Addr,
