@@ -321,6 +321,7 @@ impl Topology {
             v4: CLAT_V4,
             v6: CLAT_V6,
             prefix: "2001:db8:64::/96".parse().unwrap(),
+            clat_prefix: None,
             fast_path,
             uplink_is_ethernet: true,
         }
@@ -1066,6 +1067,7 @@ fn raw_ip_uplink() {
         v4: CLAT_V4,
         v6: CLAT_V6,
         prefix: "2001:db8:64::/96".parse().unwrap(),
+        clat_prefix: None,
         fast_path: true,
         uplink_is_ethernet: false,
     };

@@ -220,7 +220,7 @@ fn check(
         other => panic!("{what}: unexpected tc verdict {other:?}"),
     };
     if !v4 {
-        let takes = fast_path_takes_ingress(pkt, cfg.v6, cfg.v4, &cfg.prefix);
+        let takes = fast_path_takes_ingress(pkt, cfg.v6, cfg.v4, &cfg.prefix, None);
         assert_eq!(
             takes,
             verdict == Fast::Take,
@@ -407,6 +407,7 @@ fn load(cfg: &XlatConfig, uplink: u32) -> FastPathTestRun {
         v4: cfg.v4,
         v6: cfg.v6,
         prefix: cfg.prefix,
+        clat_prefix: None,
         fast_path: true,
         uplink_is_ethernet: true,
     })

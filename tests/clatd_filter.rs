@@ -160,7 +160,7 @@ fn server(p: &Nat64Prefix) -> Ipv6Addr {
 
 #[test]
 fn accepts_ipv6_to_the_clat_address_and_nothing_else() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let src = server(&prefix("2001:db8:64::/96"));
     let pkt = ipv6(src, CLAT, 58, &icmp6_echo());
     assert!(accepts(&f, &pkt));
@@ -184,7 +184,7 @@ fn accepts_ipv6_to_the_clat_address_and_nothing_else() {
 
 #[test]
 fn rejects_outgoing_and_non_ipv6_frames() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let pkt = ipv6(server(&prefix("2001:db8:64::/96")), CLAT, 58, &icmp6_echo());
     let out = Meta {
         protocol: ETH_P_IPV6,
@@ -200,7 +200,7 @@ fn rejects_outgoing_and_non_ipv6_frames() {
 
 #[test]
 fn rejects_truncated_packets() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let pkt = ipv6(server(&prefix("2001:db8:64::/96")), CLAT, 58, &icmp6_echo());
     assert!(!accepts(&f, &pkt[..39]));
     assert!(!accepts(&f, &[]));
@@ -208,7 +208,7 @@ fn rejects_truncated_packets() {
 
 #[test]
 fn without_exclusion_tcp_and_udp_go_to_clatd() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let src = server(&prefix("2001:db8:64::/96"));
     assert!(accepts(&f, &ipv6(src, CLAT, 6, &tcp())));
     assert!(accepts(&f, &ipv6(src, CLAT, 17, &udp(0xbeef))));
@@ -227,7 +227,7 @@ fn exclusion_rejects_what_the_fast_path_translates_at_every_prefix_length() {
     ] {
         let pre = prefix(p);
         let ex = FastPathExclusion { prefix: pre };
-        let f = rx_filter(CLAT, Some(&ex));
+        let f = rx_filter(CLAT, None, Some(&ex));
         let src = server(&pre);
 
         // The fast path's: plain TCP, UDP with a checksum.
@@ -280,10 +280,10 @@ fn exclusion_rejects_what_the_fast_path_translates_at_every_prefix_length() {
 #[test]
 fn exclusion_hands_a_udp_packet_too_short_for_its_header_to_clatd() {
     let pre = prefix("2001:db8:64::/96");
-    let f = rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre }));
+    let f = rx_filter(CLAT, None, Some(&FastPathExclusion { prefix: pre }));
     let pkt = ipv6(server(&pre), CLAT, 17, &[0x30, 0x39, 0x00, 0x35]);
     assert!(accepts(&f, &pkt));
-    assert!(!fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre));
+    assert!(!fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre, None));
 }
 
 const CLAT4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 4);
@@ -305,8 +305,8 @@ fn exclusion_hands_hop_limit_zero_and_refused_sources_to_clatd() {
     for p in LENGTHS {
         let pre = prefix(p);
         let ex = FastPathExclusion { prefix: pre };
-        let exact = rx_filter_exact(CLAT, CLAT4, Some(&ex));
-        let loose = rx_filter(CLAT, Some(&ex));
+        let exact = rx_filter_exact(CLAT, CLAT4, None, Some(&ex));
+        let loose = rx_filter(CLAT, None, Some(&ex));
         let mut pkt = ipv6(server(&pre), CLAT, 17, &udp(0xbeef));
         pkt[7] = 0;
         assert!(accepts(&exact, &pkt), "{p} hop 0");
@@ -387,12 +387,12 @@ proptest! {
     fn exact_filter_is_the_complement_of_the_fast_path((i, pkt) in candidate()) {
         let pre = prefix(LENGTHS[i]);
         let ex = FastPathExclusion { prefix: pre };
-        let takes = fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre);
-        prop_assert_eq!(accepts(&rx_filter_exact(CLAT, CLAT4, Some(&ex)), &pkt), !takes);
+        let takes = fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre, None);
+        prop_assert_eq!(accepts(&rx_filter_exact(CLAT, CLAT4, None, Some(&ex)), &pkt), !takes);
         let from_ours = pre.extract(Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).unwrap()))
             == Some(CLAT4);
         if !from_ours {
-            prop_assert_eq!(accepts(&rx_filter(CLAT, Some(&ex)), &pkt), !takes);
+            prop_assert_eq!(accepts(&rx_filter(CLAT, None, Some(&ex)), &pkt), !takes);
         }
     }
 }
@@ -401,9 +401,9 @@ proptest! {
 fn filter_fits_the_kernel_limits() {
     let pre = prefix("2001:db8:122:300::/56");
     for f in [
-        rx_filter(CLAT, None),
-        rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre })),
-        rx_filter_exact(CLAT, CLAT4, Some(&FastPathExclusion { prefix: pre })),
+        rx_filter(CLAT, None, None),
+        rx_filter(CLAT, None, Some(&FastPathExclusion { prefix: pre })),
+        rx_filter_exact(CLAT, CLAT4, None, Some(&FastPathExclusion { prefix: pre })),
     ] {
         assert!(f.len() <= 4096);
         for (i, insn) in f.iter().enumerate() {
