@@ -417,7 +417,14 @@ fn stateless_cases(cfg: &XlatConfig) -> Vec<(bool, Vec<u8>, Option<Fast>)> {
         v4(cfg.v4, remote, 17, 64).build(&udp(1, 2, &data, &own_ps, false)),
         Some(Fast::Take),
     ));
-    for src in ["127.0.0.1", "0.0.0.0", "0.1.2.3", "224.0.0.251", "240.0.0.1", "255.255.255.255"] {
+    for src in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.251",
+        "240.0.0.1",
+        "255.255.255.255",
+    ] {
         let s: Ipv4Addr = src.parse().unwrap();
         let ps = Pseudo::V4(s, remote);
         cases.push((

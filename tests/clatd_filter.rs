@@ -440,7 +440,12 @@ fn stateless_accepts_destinations_inside_the_clat_prefix() {
     let cp = clat_prefix();
     let f = rx_filter(CLAT, Some(&cp), None);
     let src = server(&prefix("2001:db8:64::/96"));
-    for dst in [CLAT, lan6(), cp.addr(), Ipv6Addr::from(u128::from(lan6()) | 0xffff)] {
+    for dst in [
+        CLAT,
+        lan6(),
+        cp.addr(),
+        Ipv6Addr::from(u128::from(lan6()) | 0xffff),
+    ] {
         assert!(accepts(&f, &ipv6(src, dst, 17, &udp(1))), "{dst}");
         assert!(accepts(&f, &ipv6(src, dst, 58, &icmp6_echo())), "{dst}");
     }
@@ -450,7 +455,10 @@ fn stateless_accepts_destinations_inside_the_clat_prefix() {
         assert!(!accepts(&f, &ipv6(src, other, 17, &udp(1))), "bit {bit}");
     }
     // Without the prefix, only the CLAT address.
-    assert!(!accepts(&rx_filter(CLAT, None, None), &ipv6(src, lan6(), 17, &udp(1))));
+    assert!(!accepts(
+        &rx_filter(CLAT, None, None),
+        &ipv6(src, lan6(), 17, &udp(1))
+    ));
     // Outgoing frames are still refused.
     let out = Meta {
         protocol: ETH_P_IPV6,
@@ -471,9 +479,15 @@ fn stateless_exclusion_rejects_what_the_fast_path_translates() {
         for f in [&exact, &loose] {
             assert!(!accepts(f, &ipv6(src, lan6(), 6, &tcp())), "{p} tcp");
             assert!(!accepts(f, &ipv6(src, lan6(), 17, &udp(7))), "{p} udp");
-            assert!(!accepts(f, &ipv6(src, CLAT, 17, &udp(7))), "{p} udp to CLAT");
+            assert!(
+                !accepts(f, &ipv6(src, CLAT, 17, &udp(7))),
+                "{p} udp to CLAT"
+            );
             assert!(accepts(f, &ipv6(src, lan6(), 17, &udp(0))), "{p} udp0");
-            assert!(accepts(f, &ipv6(src, lan6(), 58, &icmp6_echo())), "{p} icmp");
+            assert!(
+                accepts(f, &ipv6(src, lan6(), 58, &icmp6_echo())),
+                "{p} icmp"
+            );
         }
         // Not the RFC 6052 format, or an embedded address that is not downstream unicast:
         // clatd's (it counts them).
