@@ -79,6 +79,7 @@ fn config(mtu6: u32) -> XlatConfig {
         v6: "2001:db8:1:2::c000:4".parse().expect("address"),
         prefix,
         mtu6,
+        clat_prefix: None,
     }
 }
 

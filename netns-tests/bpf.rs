@@ -321,6 +321,7 @@ impl Topology {
             v4: CLAT_V4,
             v6: CLAT_V6,
             prefix: "2001:db8:64::/96".parse().unwrap(),
+            clat_prefix: None,
             fast_path,
             uplink_is_ethernet: true,
         }
@@ -1066,6 +1067,7 @@ fn raw_ip_uplink() {
         v4: CLAT_V4,
         v6: CLAT_V6,
         prefix: "2001:db8:64::/96".parse().unwrap(),
+        clat_prefix: None,
         fast_path: true,
         uplink_is_ethernet: false,
     };
@@ -1480,5 +1482,105 @@ fn hostile_traffic_is_left_to_clatd() {
     assert_eq!(&buf[..n], b"spoofed");
     assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(SERVER_V4, 53)));
     assert_eq!(clat.counters().unwrap().v6_to_v4_packets, 1);
+    clat.detach().unwrap();
+}
+
+/// Stateless mode (RFC 6877 §6.3): a host address other than the CLAT's (standing in for a
+/// downstream host) talks to the server through the fast path, mapped into the CLAT prefix
+/// both ways; the CLAT's own address keeps working.
+#[test]
+fn stateless_fast_path_maps_other_sources_into_the_clat_prefix() {
+    require_root!();
+    const LAN4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 23);
+    let clat_prefix: autoclat::discovery::Nat64Prefix = "2001:db8:1:ff00::/64".parse().unwrap();
+    let lan6 = clat_prefix.embed(LAN4);
+    let t = Topology::new();
+    sh(&[
+        "ip",
+        "-n",
+        &t.client,
+        "addr",
+        "add",
+        "203.0.113.23/32",
+        "dev",
+        "lo",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &t.peer,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:1:ff00::/64",
+        "via",
+        "2001:db8:1::2",
+    ]);
+    let cfg = ClatBpfConfig {
+        clat_prefix: Some(clat_prefix),
+        ..t.config(true)
+    };
+    let clat = in_ns(&t.client, move || ClatBpf::attach(&cfg).unwrap());
+    assert!(clat.fast_path());
+
+    let lan = in_ns(&t.client, || {
+        let s = UdpSocket::bind(SocketAddrV4::new(LAN4, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    });
+    let server = udp_v6_peer(&t);
+    let server_port = server.local_addr().unwrap().port();
+    let lan_port = lan.local_addr().unwrap().port();
+    lan.send_to(
+        b"from downstream",
+        SocketAddrV4::new(SERVER_V4, server_port),
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = server
+        .recv_from(&mut buf)
+        .expect("translated datagram reaches the peer");
+    assert_eq!(&buf[..n], b"from downstream");
+    assert_eq!(
+        from,
+        SocketAddr::V6(SocketAddrV6::new(lan6, lan_port, 0, 0))
+    );
+
+    server
+        .send_to(b"to downstream", SocketAddrV6::new(lan6, lan_port, 0, 0))
+        .unwrap();
+    let (n, from) = lan
+        .recv_from(&mut buf)
+        .expect("translated reply reaches the downstream address");
+    assert_eq!(&buf[..n], b"to downstream");
+    assert_eq!(
+        from,
+        SocketAddr::V4(SocketAddrV4::new(SERVER_V4, server_port))
+    );
+
+    // The CLAT's own address is unchanged.
+    let client = udp_v4_client(&t);
+    client
+        .send_to(b"from the CLAT", SocketAddrV4::new(SERVER_V4, server_port))
+        .unwrap();
+    let (n, from) = server.recv_from(&mut buf).expect("CLAT datagram");
+    assert_eq!(&buf[..n], b"from the CLAT");
+    assert_eq!(from.ip(), std::net::IpAddr::V6(CLAT_V6));
+
+    // An address in the CLAT prefix that is not in the RFC 6052 format is the guard's.
+    let odd = Ipv6Addr::from(u128::from(lan6) | 1);
+    server
+        .send_to(b"odd", SocketAddrV6::new(odd, lan_port, 0, 0))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        t.drain_tun().iter().all(|p| p[0] >> 4 != 4),
+        "nothing for clatd here"
+    );
+
+    let c = clat.counters().unwrap();
+    assert!(c.v4_to_v6_packets >= 2 && c.v6_to_v4_packets >= 1, "{c:?}");
+    assert!(c.guard_drops >= 1, "{c:?}");
+    assert_eq!(c.errors, 0);
     clat.detach().unwrap();
 }

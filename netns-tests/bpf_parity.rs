@@ -220,7 +220,8 @@ fn check(
         other => panic!("{what}: unexpected tc verdict {other:?}"),
     };
     if !v4 {
-        let takes = fast_path_takes_ingress(pkt, cfg.v6, cfg.v4, &cfg.prefix);
+        let takes =
+            fast_path_takes_ingress(pkt, cfg.v6, cfg.v4, &cfg.prefix, cfg.clat_prefix.as_ref());
         assert_eq!(
             takes,
             verdict == Fast::Take,
@@ -372,6 +373,137 @@ fn built_cases(cfg: &XlatConfig) -> Vec<(bool, Vec<u8>, Option<Fast>)> {
     cases
 }
 
+/// Stateless mode (`cfg.clat_prefix` set): a downstream host's packets both ways, and what the
+/// fast path must leave to clatd (sources and destinations userspace refuses, addresses inside
+/// the CLAT prefix that are not in the RFC 6052 format).
+fn stateless_cases(cfg: &XlatConfig) -> Vec<(bool, Vec<u8>, Option<Fast>)> {
+    let cp = cfg.clat_prefix.unwrap();
+    let lan = Ipv4Addr::new(198, 51, 100, 23);
+    let lan6 = cp.embed(lan);
+    let remote = Ipv4Addr::new(203, 0, 113, 10);
+    let r6 = cfg.prefix.embed(remote);
+    let data = payload(200, 9);
+    let mut cases = Vec::new();
+    let v4 = |src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8| {
+        let mut h = V4::new(src, dst, proto);
+        h.ttl = ttl;
+        h
+    };
+    let out_ps = Pseudo::V4(lan, remote);
+    cases.push((
+        true,
+        v4(lan, remote, 6, 64).build(&tcp(1, 2, 3, &data, &out_ps)),
+        Some(Fast::Take),
+    ));
+    cases.push((
+        true,
+        v4(lan, remote, 17, 1).build(&udp(1, 2, &data, &out_ps, false)),
+        Some(Fast::Take),
+    ));
+    cases.push((
+        true,
+        v4(lan, remote, 17, 0).build(&udp(1, 2, &data, &out_ps, false)),
+        Some(Fast::Clatd),
+    ));
+    cases.push((
+        true,
+        v4(lan, remote, 17, 64).build(&udp(1, 2, &data, &out_ps, true)),
+        Some(Fast::Clatd),
+    ));
+    // The CLAT's own address still maps to the CLAT address.
+    let own_ps = Pseudo::V4(cfg.v4, remote);
+    cases.push((
+        true,
+        v4(cfg.v4, remote, 17, 64).build(&udp(1, 2, &data, &own_ps, false)),
+        Some(Fast::Take),
+    ));
+    for src in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.251",
+        "240.0.0.1",
+        "255.255.255.255",
+    ] {
+        let s: Ipv4Addr = src.parse().unwrap();
+        let ps = Pseudo::V4(s, remote);
+        cases.push((
+            true,
+            v4(s, remote, 17, 64).build(&udp(1, 2, &data, &ps, false)),
+            Some(Fast::Clatd),
+        ));
+    }
+    for dst in ["224.0.0.251", "255.255.255.255", "127.0.0.1", "192.0.0.4"] {
+        let d: Ipv4Addr = dst.parse().unwrap();
+        let ps = Pseudo::V4(lan, d);
+        cases.push((
+            true,
+            v4(lan, d, 17, 64).build(&udp(1, 2, &data, &ps, false)),
+            Some(Fast::Clatd),
+        ));
+    }
+
+    let v6 = |dst: Ipv6Addr, hop: u8| {
+        let mut h = V6::new(r6, dst);
+        h.hop = hop;
+        h
+    };
+    let in_ps = Pseudo::V6(r6, lan6);
+    cases.push((
+        false,
+        v6(lan6, 64).build(6, &[], &tcp(2, 1, 3, &data, &in_ps)),
+        Some(Fast::Take),
+    ));
+    cases.push((
+        false,
+        v6(lan6, 1).build(17, &[], &udp(2, 1, &data, &in_ps, false)),
+        Some(Fast::Take),
+    ));
+    cases.push((
+        false,
+        v6(lan6, 64).build(17, &[], &udp(2, 1, &payload(1300, 4), &in_ps, false)),
+        Some(Fast::Take),
+    ));
+    cases.push((
+        false,
+        v6(lan6, 0).build(17, &[], &udp(2, 1, &data, &in_ps, false)),
+        Some(Fast::Clatd),
+    ));
+    cases.push((
+        false,
+        v6(lan6, 64).build(58, &[], &icmp(129, 0, [0, 1, 0, 1], &data, &in_ps)),
+        Some(Fast::Clatd),
+    ));
+    let mut bad_u = lan6.octets();
+    bad_u[8] = 1;
+    let mut bad_suffix = lan6.octets();
+    bad_suffix[15] = 1;
+    for dst in [
+        Ipv6Addr::from(bad_u),
+        Ipv6Addr::from(bad_suffix),
+        cp.embed("127.0.0.1".parse().unwrap()),
+        cp.embed("224.0.0.1".parse().unwrap()),
+        cp.embed("255.255.255.255".parse().unwrap()),
+        cp.embed(cfg.v4),
+    ] {
+        let ps = Pseudo::V6(r6, dst);
+        cases.push((
+            false,
+            v6(dst, 64).build(17, &[], &udp(2, 1, &data, &ps, false)),
+            Some(Fast::Clatd),
+        ));
+    }
+    // Just outside the CLAT prefix: not the CLAT's at all (ingress passes it to the host).
+    let outside = Ipv6Addr::from(u128::from(lan6) ^ (1u128 << 64));
+    let ps = Pseudo::V6(r6, outside);
+    cases.push((
+        false,
+        v6(outside, 64).build(17, &[], &udp(2, 1, &data, &ps, false)),
+        Some(Fast::Pass),
+    ));
+    cases
+}
+
 const LENGTHS: [&str; 6] = [
     "2001:db8::/32",
     "2001:db8:100::/40",
@@ -407,6 +539,7 @@ fn load(cfg: &XlatConfig, uplink: u32) -> FastPathTestRun {
         v4: cfg.v4,
         v6: cfg.v6,
         prefix: cfg.prefix,
+        clat_prefix: cfg.clat_prefix,
         fast_path: true,
         uplink_is_ethernet: true,
     })
@@ -470,6 +603,38 @@ fn run_all(uplink: u32) {
         }
         assert_eq!(fast.counters().unwrap().errors, 0, "{p}");
     }
+
+    // Stateless mode (a CLAT prefix) under every NAT64 prefix length: the usual cases (the
+    // CLAT's own address behaves as before) and the downstream host's, and their mutants.
+    let clat_prefix: Nat64Prefix = "2001:db8:1:ff00::/64".parse().unwrap();
+    let before = tally.taken;
+    for p in LENGTHS {
+        let cfg = XlatConfig {
+            prefix: p.parse().unwrap(),
+            mtu6: MTU,
+            clat_prefix: Some(clat_prefix),
+            ..corpus_config()
+        };
+        let mut fast = load(&cfg, uplink);
+        let cases = built_cases(&cfg).into_iter().chain(stateless_cases(&cfg));
+        for (i, (v4, pkt, want)) in cases.enumerate() {
+            let what = format!("stateless {p} case {i}");
+            let (got, _) = check(&mut fast, &cfg, v4, &pkt, &what, &mut tally);
+            if let Some(w) = want {
+                assert_eq!(got, w, "{what}: {}", hex(&pkt));
+            }
+            for k in 0..MUTANTS {
+                let m = mutate(&mut rng, pkt.clone());
+                let what = format!("{what} mutant {k}: {}", hex(&m));
+                check(&mut fast, &cfg, v4, &m, &what, &mut tally);
+            }
+        }
+        assert_eq!(fast.counters().unwrap().errors, 0, "stateless {p}");
+    }
+    assert!(
+        tally.taken[0] > before[0] + 50 && tally.taken[1] > before[1] + 50,
+        "stateless cases taken: {tally:?}"
+    );
 
     eprintln!("parity: {tally:?}");
     // Both directions were exercised both ways (the corpus guarantees it; this guards the

@@ -416,7 +416,7 @@ impl Topology {
         in_netns(&self.client, move || {
             let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
             (
-                open_rx(ifindex, v6, None).unwrap(),
+                open_rx(ifindex, v6, None, None).unwrap(),
                 open_tx(ifindex, None).unwrap(),
             )
         })
@@ -725,7 +725,7 @@ fn inherited_sockets_and_the_fast_path_filter() {
     // no longer sees the echo (nothing else translates it here); ICMP still goes to clatd.
     let ex = FastPathExclusion { prefix: t.prefix };
     let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
-    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, Some(&ex))).unwrap();
+    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None, Some(&ex))).unwrap();
     assert!(!udp_roundtrip(&client, port, b"excluded"));
     assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
     // Issue 9 §3: hop limit 0 is not the fast path's, so clatd still sees it and answers Time
@@ -733,7 +733,7 @@ fn inherited_sockets_and_the_fast_path_filter() {
     // with the filter that knows the CLAT's IPv4 address.
     assert!(hop_limit_zero_draws_time_exceeded(&t, v6), "rx_filter");
     let v4: Ipv4Addr = CLAT_V4.parse().unwrap();
-    set_rx_filter(rx_copy.as_fd(), &rx_filter_exact(v6, v4, Some(&ex))).unwrap();
+    set_rx_filter(rx_copy.as_fd(), &rx_filter_exact(v6, v4, None, Some(&ex))).unwrap();
     assert!(!udp_roundtrip(&client, port, b"excluded"));
     assert!(
         hop_limit_zero_draws_time_exceeded(&t, v6),
@@ -741,7 +741,7 @@ fn inherited_sockets_and_the_fast_path_filter() {
     );
 
     // Fast path "off" again.
-    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None)).unwrap();
+    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None, None)).unwrap();
     assert!(udp_roundtrip(&client, port, b"after the fast path"));
 
     let (status, logs) = t.stop_clatd();
@@ -1301,7 +1301,7 @@ fn the_translator_drops_root_and_capabilities_and_runs_under_seccomp() {
     // Locked: not even the supervisor's copy can change it now.
     let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
     let ex = FastPathExclusion { prefix: t.prefix };
-    assert!(set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, Some(&ex))).is_err());
+    assert!(set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None, Some(&ex))).is_err());
 
     let client = t.client.clone();
     assert_eq!(ping4(&client, SERVER_V4, 3, 56), 3, "ping through clatd");

@@ -260,6 +260,7 @@ impl Topology {
             fast_path: FastPathMode::Off,
             stats_page: false,
             v6_covered: true,
+            clat_prefix: None,
         }
     }
 

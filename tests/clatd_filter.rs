@@ -160,7 +160,7 @@ fn server(p: &Nat64Prefix) -> Ipv6Addr {
 
 #[test]
 fn accepts_ipv6_to_the_clat_address_and_nothing_else() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let src = server(&prefix("2001:db8:64::/96"));
     let pkt = ipv6(src, CLAT, 58, &icmp6_echo());
     assert!(accepts(&f, &pkt));
@@ -184,7 +184,7 @@ fn accepts_ipv6_to_the_clat_address_and_nothing_else() {
 
 #[test]
 fn rejects_outgoing_and_non_ipv6_frames() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let pkt = ipv6(server(&prefix("2001:db8:64::/96")), CLAT, 58, &icmp6_echo());
     let out = Meta {
         protocol: ETH_P_IPV6,
@@ -200,7 +200,7 @@ fn rejects_outgoing_and_non_ipv6_frames() {
 
 #[test]
 fn rejects_truncated_packets() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let pkt = ipv6(server(&prefix("2001:db8:64::/96")), CLAT, 58, &icmp6_echo());
     assert!(!accepts(&f, &pkt[..39]));
     assert!(!accepts(&f, &[]));
@@ -208,7 +208,7 @@ fn rejects_truncated_packets() {
 
 #[test]
 fn without_exclusion_tcp_and_udp_go_to_clatd() {
-    let f = rx_filter(CLAT, None);
+    let f = rx_filter(CLAT, None, None);
     let src = server(&prefix("2001:db8:64::/96"));
     assert!(accepts(&f, &ipv6(src, CLAT, 6, &tcp())));
     assert!(accepts(&f, &ipv6(src, CLAT, 17, &udp(0xbeef))));
@@ -227,7 +227,7 @@ fn exclusion_rejects_what_the_fast_path_translates_at_every_prefix_length() {
     ] {
         let pre = prefix(p);
         let ex = FastPathExclusion { prefix: pre };
-        let f = rx_filter(CLAT, Some(&ex));
+        let f = rx_filter(CLAT, None, Some(&ex));
         let src = server(&pre);
 
         // The fast path's: plain TCP, UDP with a checksum.
@@ -280,10 +280,10 @@ fn exclusion_rejects_what_the_fast_path_translates_at_every_prefix_length() {
 #[test]
 fn exclusion_hands_a_udp_packet_too_short_for_its_header_to_clatd() {
     let pre = prefix("2001:db8:64::/96");
-    let f = rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre }));
+    let f = rx_filter(CLAT, None, Some(&FastPathExclusion { prefix: pre }));
     let pkt = ipv6(server(&pre), CLAT, 17, &[0x30, 0x39, 0x00, 0x35]);
     assert!(accepts(&f, &pkt));
-    assert!(!fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre));
+    assert!(!fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre, None));
 }
 
 const CLAT4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 4);
@@ -305,8 +305,8 @@ fn exclusion_hands_hop_limit_zero_and_refused_sources_to_clatd() {
     for p in LENGTHS {
         let pre = prefix(p);
         let ex = FastPathExclusion { prefix: pre };
-        let exact = rx_filter_exact(CLAT, CLAT4, Some(&ex));
-        let loose = rx_filter(CLAT, Some(&ex));
+        let exact = rx_filter_exact(CLAT, CLAT4, None, Some(&ex));
+        let loose = rx_filter(CLAT, None, Some(&ex));
         let mut pkt = ipv6(server(&pre), CLAT, 17, &udp(0xbeef));
         pkt[7] = 0;
         assert!(accepts(&exact, &pkt), "{p} hop 0");
@@ -387,12 +387,12 @@ proptest! {
     fn exact_filter_is_the_complement_of_the_fast_path((i, pkt) in candidate()) {
         let pre = prefix(LENGTHS[i]);
         let ex = FastPathExclusion { prefix: pre };
-        let takes = fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre);
-        prop_assert_eq!(accepts(&rx_filter_exact(CLAT, CLAT4, Some(&ex)), &pkt), !takes);
+        let takes = fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre, None);
+        prop_assert_eq!(accepts(&rx_filter_exact(CLAT, CLAT4, None, Some(&ex)), &pkt), !takes);
         let from_ours = pre.extract(Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).unwrap()))
             == Some(CLAT4);
         if !from_ours {
-            prop_assert_eq!(accepts(&rx_filter(CLAT, Some(&ex)), &pkt), !takes);
+            prop_assert_eq!(accepts(&rx_filter(CLAT, None, Some(&ex)), &pkt), !takes);
         }
     }
 }
@@ -401,9 +401,16 @@ proptest! {
 fn filter_fits_the_kernel_limits() {
     let pre = prefix("2001:db8:122:300::/56");
     for f in [
-        rx_filter(CLAT, None),
-        rx_filter(CLAT, Some(&FastPathExclusion { prefix: pre })),
-        rx_filter_exact(CLAT, CLAT4, Some(&FastPathExclusion { prefix: pre })),
+        rx_filter(CLAT, None, None),
+        rx_filter(CLAT, None, Some(&FastPathExclusion { prefix: pre })),
+        rx_filter_exact(CLAT, CLAT4, None, Some(&FastPathExclusion { prefix: pre })),
+        rx_filter(CLAT, Some(&clat_prefix()), None),
+        rx_filter_exact(
+            CLAT,
+            CLAT4,
+            Some(&clat_prefix()),
+            Some(&FastPathExclusion { prefix: pre }),
+        ),
     ] {
         assert!(f.len() <= 4096);
         for (i, insn) in f.iter().enumerate() {
@@ -414,5 +421,150 @@ fn filter_fits_the_kernel_limits() {
             }
         }
         assert_eq!(u32::from(f.last().unwrap().code) & 0x07, libc::BPF_RET);
+    }
+}
+
+// ---- stateless mode: destinations inside the CLAT prefix (a /64) ----
+
+fn clat_prefix() -> Nat64Prefix {
+    prefix("2001:db8:1:ff00::/64")
+}
+
+/// A downstream host's address inside the CLAT prefix.
+fn lan6() -> Ipv6Addr {
+    clat_prefix().embed(Ipv4Addr::new(198, 51, 100, 23))
+}
+
+#[test]
+fn stateless_accepts_destinations_inside_the_clat_prefix() {
+    let cp = clat_prefix();
+    let f = rx_filter(CLAT, Some(&cp), None);
+    let src = server(&prefix("2001:db8:64::/96"));
+    for dst in [
+        CLAT,
+        lan6(),
+        cp.addr(),
+        Ipv6Addr::from(u128::from(lan6()) | 0xffff),
+    ] {
+        assert!(accepts(&f, &ipv6(src, dst, 17, &udp(1))), "{dst}");
+        assert!(accepts(&f, &ipv6(src, dst, 58, &icmp6_echo())), "{dst}");
+    }
+    // One bit outside the /64, in either word.
+    for bit in [64u32, 95, 96, 127] {
+        let other = Ipv6Addr::from(u128::from(lan6()) ^ (1u128 << bit));
+        assert!(!accepts(&f, &ipv6(src, other, 17, &udp(1))), "bit {bit}");
+    }
+    // Without the prefix, only the CLAT address.
+    assert!(!accepts(
+        &rx_filter(CLAT, None, None),
+        &ipv6(src, lan6(), 17, &udp(1))
+    ));
+    // Outgoing frames are still refused.
+    let out = Meta {
+        protocol: ETH_P_IPV6,
+        pkttype: PACKET_OUTGOING,
+    };
+    assert_eq!(run(&f, &ipv6(src, lan6(), 17, &udp(1)), &out), 0);
+}
+
+#[test]
+fn stateless_exclusion_rejects_what_the_fast_path_translates() {
+    let cp = clat_prefix();
+    for p in LENGTHS {
+        let pre = prefix(p);
+        let ex = FastPathExclusion { prefix: pre };
+        let exact = rx_filter_exact(CLAT, CLAT4, Some(&cp), Some(&ex));
+        let loose = rx_filter(CLAT, Some(&cp), Some(&ex));
+        let src = server(&pre);
+        for f in [&exact, &loose] {
+            assert!(!accepts(f, &ipv6(src, lan6(), 6, &tcp())), "{p} tcp");
+            assert!(!accepts(f, &ipv6(src, lan6(), 17, &udp(7))), "{p} udp");
+            assert!(
+                !accepts(f, &ipv6(src, CLAT, 17, &udp(7))),
+                "{p} udp to CLAT"
+            );
+            assert!(accepts(f, &ipv6(src, lan6(), 17, &udp(0))), "{p} udp0");
+            assert!(
+                accepts(f, &ipv6(src, lan6(), 58, &icmp6_echo())),
+                "{p} icmp"
+            );
+        }
+        // Not the RFC 6052 format, or an embedded address that is not downstream unicast:
+        // clatd's (it counts them).
+        let mut bad_u = lan6().octets();
+        bad_u[8] = 1;
+        let mut bad_suffix = lan6().octets();
+        bad_suffix[14] = 1;
+        for dst in [
+            Ipv6Addr::from(bad_u),
+            Ipv6Addr::from(bad_suffix),
+            cp.embed(Ipv4Addr::new(127, 0, 0, 1)),
+            cp.embed(Ipv4Addr::new(224, 0, 0, 1)),
+            cp.embed(Ipv4Addr::new(0, 0, 0, 1)),
+            cp.embed(Ipv4Addr::BROADCAST),
+        ] {
+            assert!(accepts(&exact, &ipv6(src, dst, 6, &tcp())), "{p} {dst}");
+            assert!(accepts(&loose, &ipv6(src, dst, 6, &tcp())), "{p} {dst}");
+        }
+        // Our own IPv4 address embedded in the CLAT prefix: only the exact filter knows.
+        let ours = ipv6(src, cp.embed(CLAT4), 6, &tcp());
+        assert!(accepts(&exact, &ours), "{p} our own address");
+    }
+}
+
+/// A packet to the CLAT address or into the CLAT prefix, from under one of `LENGTHS`.
+fn stateless_candidate() -> impl Strategy<Value = (usize, Vec<u8>)> {
+    (
+        candidate(),
+        prop_oneof![
+            Just(None),
+            Just(Some(Ipv4Addr::new(198, 51, 100, 23))),
+            Just(Some(CLAT4)),
+            Just(Some(Ipv4Addr::new(127, 0, 0, 1))),
+            Just(Some(Ipv4Addr::new(224, 0, 0, 251))),
+            Just(Some(Ipv4Addr::new(255, 255, 255, 255))),
+            any::<u32>().prop_map(|a| Some(Ipv4Addr::from(a))),
+        ],
+        prop_oneof![Just(None), (8usize..16, any::<u8>()).prop_map(Some)],
+    )
+        .prop_map(|((i, mut p), dst4, poke)| {
+            if let Some(a) = dst4 {
+                let mut d = clat_prefix().embed(a).octets();
+                if let Some((at, v)) = poke {
+                    d[at] = v;
+                }
+                p[24..40].copy_from_slice(&d);
+            }
+            (i, p)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// In stateless mode too, the exact filter rejects a packet exactly when the fast path
+    /// takes it; the loose one differs only for our own embedded address (as source or as
+    /// destination).
+    #[test]
+    fn stateless_exact_filter_is_the_complement_of_the_fast_path(
+        (i, pkt) in stateless_candidate()
+    ) {
+        let pre = prefix(LENGTHS[i]);
+        let cp = clat_prefix();
+        let ex = FastPathExclusion { prefix: pre };
+        let takes = fast_path_takes_ingress(&pkt, CLAT, CLAT4, &pre, Some(&cp));
+        prop_assert_eq!(
+            accepts(&rx_filter_exact(CLAT, CLAT4, Some(&cp), Some(&ex)), &pkt),
+            !takes
+        );
+        let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[at..at + 16]).unwrap());
+        let from_ours = pre.extract(addr(8)) == Some(CLAT4);
+        let to_ours = Nat64Prefix::extract_at(addr(24), 64) == CLAT4 && cp.contains(addr(24));
+        if !from_ours && !to_ours {
+            prop_assert_eq!(accepts(&rx_filter(CLAT, Some(&cp), Some(&ex)), &pkt), !takes);
+        }
+        // Whatever is to the CLAT prefix or the CLAT address and not taken reaches clatd.
+        let no_ex = rx_filter(CLAT, Some(&cp), None);
+        prop_assert_eq!(accepts(&no_ex, &pkt), addr(24) == CLAT || cp.contains(addr(24)));
     }
 }

@@ -222,7 +222,7 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
             owned
         }
         None => {
-            let fd = open_rx(ifindex, args.v6, None)
+            let fd = open_rx(ifindex, args.v6, args.clat_prefix, None)
                 .with_context(|| format!("receive socket on {}", args.uplink))?;
             lock_rx_filter(std::os::fd::AsFd::as_fd(&fd)).context("receive socket")?;
             fd
@@ -295,13 +295,17 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         v6: args.v6,
         prefix: args.prefix,
         mtu6,
+        clat_prefix: args.clat_prefix,
     };
     tracing::info!(
-        "{}[{ifindex}] {} {} -> {} tun {} (fd {}{}), mtu {mtu6}{}{}{}{}",
+        "{}[{ifindex}] {} {} -> {}{} tun {} (fd {}{}), mtu {mtu6}{}{}{}{}",
         args.uplink,
         args.prefix,
         args.v6,
         args.v4,
+        args.clat_prefix
+            .map(|p| format!(", stateless: other downstream IPv4 sources <-> {p}"))
+            .unwrap_or_default(),
         tun_info.name,
         args.tun_fd,
         tun_info

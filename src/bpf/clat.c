@@ -18,6 +18,13 @@
 //   TTL not 0) becomes IPv6 (RFC 7915 §4) and leaves through U directly; everything else goes on
 //   to the tun and so to clatd.
 //
+// Stateless mode (RFC 6877 §6.3, clat_prefix_len 64): a dedicated /64 routed to this host maps
+//   every downstream IPv4 host (RFC 6052 /64 rule: IPv4 address in octets 9..12, u-octet and
+//   suffix zero). clat_ingress6 treats a destination inside it like the CLAT address (guard;
+//   with the fast path, translated to the embedded IPv4 address when that is in the RFC 6052
+//   format and downstream unicast, not ours); clat_egress4 translates packets from any other
+//   downstream unicast source, from its embedding under the CLAT prefix.
+//
 // The fast path takes only packets the userspace translator (src/xlat) translates, and
 // translates them to the same bytes (but the IPv4 Identification of small packets): the
 // differential test netns-tests/bpf_parity.rs runs both on one corpus. It leaves the rest (ICMP,
@@ -49,6 +56,8 @@ struct clat_config {
 	__u32 uplink_l2_len;  // 14 for Ethernet uplinks, 0 for raw-IP (ARPHRD_NONE) uplinks
 	__u32 tun_l2_len;     // 0: packets on v4-U start with the IPv4 header (always, in service);
 	                      // 14 under BPF_PROG_TEST_RUN, which frames every packet in Ethernet
+	__u8 clat_prefix[16]; // stateless mode: the CLAT prefix, host bits zero
+	__u32 clat_prefix_len; // 64 in stateless mode; 0: none
 };
 
 // Shared with src/bpf/mod.rs (`CountersRaw`).
@@ -143,6 +152,22 @@ static __always_inline int ipv6_eq(const __u8 a[16], const __u8 b[16])
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+// Whether `a` (network byte order) can be a downstream host's address in stateless mode: the
+// userspace translator's `is_downstream_unicast` (src/xlat/mod.rs). Not 0/8, 127/8, 224/4 or
+// 240/4 (which holds the limited broadcast).
+static __always_inline int downstream_unicast(__be32 a)
+{
+	__u32 first = bpf_ntohl(a) >> 24;
+	return first != 0 && first != 127 && first < 224;
+}
+
+// Stateless mode: whether `a` lies inside the CLAT prefix (a /64: the first two words).
+static __always_inline int in_clat_prefix(const __u8 a[16], const struct clat_config *cfg)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)cfg->clat_prefix;
+	return cfg->clat_prefix_len == 64 && x[0] == y[0] && x[1] == y[1];
+}
+
 // The guard's answer for a packet to the CLAT address that is not translated here.
 static __always_inline int guard_drop(struct clat_counters *c)
 {
@@ -163,7 +188,11 @@ int clat_ingress6(struct __sk_buff *skb)
 	struct ipv6hdr ip6;
 	if (bpf_skb_load_bytes(skb, l2, &ip6, sizeof(ip6)) < 0)
 		return TC_ACT_OK;
-	if (ip6.version != 6 || !ipv6_eq(ip6.daddr.in6_u.u6_addr8, cfg->v6))
+	if (ip6.version != 6)
+		return TC_ACT_OK;
+	const __u8 *d6 = ip6.daddr.in6_u.u6_addr8;
+	int to_clat = ipv6_eq(d6, cfg->v6);
+	if (!to_clat && !in_clat_prefix(d6, cfg))
 		return TC_ACT_OK;
 
 	// Neighbour discovery to the CLAT address (unicast NUD probes) is the kernel's business.
@@ -218,6 +247,21 @@ int clat_ingress6(struct __sk_buff *skb)
 	src[3] = s6[pos[3] & 15];
 	if (!remote_unicast(saddr4, cfg))
 		return guard_drop(c);
+	// The destination: ours, or in stateless mode the downstream host's address embedded in
+	// the CLAT prefix (RFC 6052 /64: octets 9..12; the u-octet and the suffix must be zero,
+	// userspace drops others as malformed).
+	__be32 daddr4 = cfg->v4;
+	if (!to_clat) {
+		if (d6[8] | d6[13] | d6[14] | d6[15])
+			return guard_drop(c);
+		__u8 *dst = (__u8 *)&daddr4;
+		dst[0] = d6[9];
+		dst[1] = d6[10];
+		dst[2] = d6[11];
+		dst[3] = d6[12];
+		if (daddr4 == cfg->v4 || !downstream_unicast(daddr4))
+			return guard_drop(c);
+	}
 
 	// RFC 7915 §5.1.
 	struct iphdr ip4 = {};
@@ -235,7 +279,7 @@ int clat_ingress6(struct __sk_buff *skb)
 	ip4.ttl = ip6.hop_limit;
 	ip4.protocol = ip6.nexthdr;
 	ip4.saddr = saddr4;
-	ip4.daddr = cfg->v4;
+	ip4.daddr = daddr4;
 	ip4.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ip4, sizeof(ip4), 0));
 
 	// Pseudo-header change for the L4 checksum: the addresses only (length and protocol sum
@@ -284,7 +328,11 @@ int clat_egress4(struct __sk_buff *skb)
 	struct iphdr ip4;
 	if (bpf_skb_load_bytes(skb, l2, &ip4, sizeof(ip4)) < 0)
 		return TC_ACT_OK;
-	if (ip4.version != 4 || ip4.ihl != 5 || ip4.saddr != cfg->v4)
+	if (ip4.version != 4 || ip4.ihl != 5)
+		return TC_ACT_OK;
+	// From the CLAT's address, or in stateless mode from any downstream unicast address.
+	int from_clat = ip4.saddr == cfg->v4;
+	if (!from_clat && !(cfg->clat_prefix_len == 64 && downstream_unicast(ip4.saddr)))
 		return TC_ACT_OK;
 	// What userspace refuses or answers with an ICMP error goes to clatd: a destination that
 	// is not remote unicast (broadcast, multicast, loopback, ours...), TTL 0 (clatd answers
@@ -349,7 +397,18 @@ int clat_egress4(struct __sk_buff *skb)
 	ip6.payload_len = bpf_htons(tot_len - sizeof(ip4));
 	ip6.nexthdr = ip4.protocol;
 	ip6.hop_limit = ip4.ttl;
-	__builtin_memcpy(&ip6.saddr, cfg->v6, 16);
+	if (from_clat) {
+		__builtin_memcpy(&ip6.saddr, cfg->v6, 16);
+	} else {
+		// RFC 6052 with the /64 CLAT prefix: octets 9..12, u-octet and suffix zero.
+		__u8 *s6 = ip6.saddr.in6_u.u6_addr8;
+		const __u8 *src = (const __u8 *)&ip4.saddr;
+		__builtin_memcpy(s6, cfg->clat_prefix, 8);
+		s6[9] = src[0];
+		s6[10] = src[1];
+		s6[11] = src[2];
+		s6[12] = src[3];
+	}
 	__u8 *d6 = ip6.daddr.in6_u.u6_addr8;
 	__builtin_memcpy(d6, cfg->prefix, 16);
 	const __u8 *dst = (const __u8 *)&ip4.daddr;

@@ -30,6 +30,12 @@
 //! Nothing is pinned (`/sys/fs/bpf` is not mounted by default).
 //!
 //! Prefix lengths: all RFC 6052 lengths (32, 40, 48, 56, 64, 96) are handled by both programs.
+//!
+//! Stateless mode (RFC 6877 §6.3, [`ClatBpfConfig::clat_prefix`], a /64): the ingress program
+//! also takes (guards and, with the fast path, translates) packets to addresses inside the CLAT
+//! prefix, to the IPv4 address embedded in them (RFC 6052 /64 rule); the egress program also
+//! translates packets from any other downstream unicast IPv4 source, from its embedding under
+//! the CLAT prefix.
 
 mod tc;
 mod testrun;
@@ -69,6 +75,8 @@ pub struct ClatBpfConfig {
     pub v6: Ipv6Addr,
     /// The NAT64 prefix.
     pub prefix: Nat64Prefix,
+    /// Stateless mode: the CLAT prefix, a /64 (`None`: only `v4`/`v6` are translated).
+    pub clat_prefix: Option<Nat64Prefix>,
     /// Translate plain TCP/UDP in the kernel; off: only the ingress guard is attached.
     pub fast_path: bool,
     /// U has an Ethernet header (false: a raw-IP link such as a tun or WireGuard).
@@ -153,9 +161,13 @@ struct ConfigRaw {
     uplink_l2_len: u32,
     /// 0 in service (the tun carries bare IPv4); 14 under `BPF_PROG_TEST_RUN`.
     tun_l2_len: u32,
+    /// Stateless mode: the CLAT prefix, host bits zero.
+    clat_prefix: [u8; 16],
+    /// 64 in stateless mode, 0: none.
+    clat_prefix_len: u32,
 }
 
-// SAFETY: repr(C), fields are byte arrays and u32s with no padding (16+16+7*4 = 60 bytes,
+// SAFETY: repr(C), fields are byte arrays and u32s with no padding (16+16+7*4+16+4 = 80 bytes,
 // 4-aligned), so every bit pattern is valid and the value can be copied to and from the kernel.
 unsafe impl aya::Pod for ConfigRaw {}
 
@@ -186,6 +198,8 @@ impl ConfigRaw {
             fast_path: u32::from(cfg.fast_path),
             uplink_l2_len: if cfg.uplink_is_ethernet { 14 } else { 0 },
             tun_l2_len: 0,
+            clat_prefix: cfg.clat_prefix.map_or([0; 16], |p| p.addr().octets()),
+            clat_prefix_len: cfg.clat_prefix.map_or(0, |p| u32::from(p.len())),
         }
     }
 }
@@ -215,16 +229,35 @@ fn sum_counters(per_cpu: &[CountersRaw]) -> FastPathCounters {
 /// remote unicast (not 0/8, 127/8, 224/4, 240/4 or `v4`), a payload length that fits the packet,
 /// is at least a UDP (TCP) header and leaves the IPv4 packet within 65535 octets, and a UDP
 /// checksum that is not zero. Every such packet is one `crate::xlat` translates.
+///
+/// In stateless mode (`clat_prefix`, a /64) the destination may also be an address inside the
+/// CLAT prefix in the RFC 6052 format (u-octet and suffix zero) that embeds a downstream unicast
+/// IPv4 address (`crate::xlat::is_downstream_unicast`) other than `v4`.
 pub fn fast_path_takes_ingress(
     packet: &[u8],
     v6: Ipv6Addr,
     v4: Ipv4Addr,
     prefix: &Nat64Prefix,
+    clat_prefix: Option<&Nat64Prefix>,
 ) -> bool {
     const TCP: u8 = 6;
     const UDP: u8 = 17;
-    if packet.len() < 40 || packet[0] >> 4 != 6 || packet[24..40] != v6.octets() {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
         return false;
+    }
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&packet[24..40]);
+    if dst != v6.octets() {
+        let Some(cp) = clat_prefix.filter(|p| p.contains(Ipv6Addr::from(dst))) else {
+            return false;
+        };
+        if dst[8] != 0 || dst[13..] != [0, 0, 0] {
+            return false;
+        }
+        let dst4 = Nat64Prefix::extract_at(Ipv6Addr::from(dst), cp.len());
+        if dst4 == v4 || !crate::xlat::is_downstream_unicast(dst4) {
+            return false;
+        }
     }
     let next = packet[6];
     if next != TCP && next != UDP {
@@ -808,6 +841,7 @@ mod tests {
             v4: Ipv4Addr::new(192, 0, 0, 4),
             v6: "2001:db8:1::a".parse().unwrap(),
             prefix: "2001:db8:64::/96".parse().unwrap(),
+            clat_prefix: None,
             fast_path: true,
             uplink_is_ethernet: true,
         }
@@ -815,7 +849,7 @@ mod tests {
 
     #[test]
     fn config_layout_matches_c() {
-        assert_eq!(std::mem::size_of::<ConfigRaw>(), 60);
+        assert_eq!(std::mem::size_of::<ConfigRaw>(), 80);
         assert_eq!(std::mem::size_of::<CountersRaw>(), 48);
         let raw = ConfigRaw::new(&cfg());
         assert_eq!(raw.v4.to_ne_bytes(), [192, 0, 0, 4]);
@@ -830,6 +864,66 @@ mod tests {
             ..cfg()
         });
         assert_eq!((raw.uplink_l2_len, raw.fast_path), (0, 0));
+        assert_eq!((raw.clat_prefix, raw.clat_prefix_len), ([0; 16], 0));
+        let raw = ConfigRaw::new(&ClatBpfConfig {
+            clat_prefix: Some("2001:db8:1:ff00::/64".parse().unwrap()),
+            ..cfg()
+        });
+        assert_eq!(
+            raw.clat_prefix[..8],
+            [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0xff, 0]
+        );
+        assert_eq!(raw.clat_prefix[8..], [0; 8]);
+        assert_eq!(raw.clat_prefix_len, 64);
+    }
+
+    /// Stateless mode: packets to a downstream host's address inside the CLAT prefix.
+    #[test]
+    fn ingress_eligibility_in_stateless_mode() {
+        let c = cfg();
+        let cp: Nat64Prefix = "2001:db8:1:ff00::/64".parse().unwrap();
+        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix, Some(&cp));
+        let from = "2001:db8:64::cb00:710a";
+        let lan = cp.embed(Ipv4Addr::new(198, 51, 100, 23)).to_string();
+        assert!(take(&udp6(from, &lan, 17, 1, 8)));
+        assert!(take(&udp6(from, &lan, 6, 1, 20)));
+        // The CLAT's own address still works.
+        assert!(take(&udp6(from, "2001:db8:1::a", 17, 1, 8)));
+        // Without the prefix, not ours.
+        let p = udp6(from, &lan, 17, 1, 8);
+        assert!(!fast_path_takes_ingress(&p, c.v6, c.v4, &c.prefix, None));
+        // Not in the RFC 6052 format, not downstream unicast, our own IPv4 address, outside.
+        for dst in [
+            "2001:db8:1:ff00:1c6:3364:1700:0",
+            "2001:db8:1:ff00:c6:3364:1700:1",
+            "2001:db8:1:ff00:c6:3364:17ff:ffff",
+        ] {
+            assert!(!take(&udp6(from, dst, 17, 1, 8)), "{dst}");
+        }
+        for a in [
+            "127.0.0.1",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "192.0.0.4",
+        ] {
+            let dst = cp.embed(a.parse().unwrap()).to_string();
+            assert!(!take(&udp6(from, &dst, 17, 1, 8)), "{a}");
+        }
+        assert!(!take(&udp6(
+            from,
+            "2001:db8:1:fe00:c6:3364:1700:0",
+            17,
+            1,
+            8
+        )));
+        // The source rules still hold: our own address embedded, hop limit 0, zero checksum.
+        let ours = c.prefix.embed(c.v4).to_string();
+        assert!(!take(&udp6(&ours, &lan, 17, 1, 8)));
+        let mut p = udp6(from, &lan, 17, 1, 8);
+        p[7] = 0;
+        assert!(!take(&p));
+        assert!(!take(&udp6(from, &lan, 17, 0, 8)));
     }
 
     #[test]
@@ -865,7 +959,7 @@ mod tests {
     #[test]
     fn ingress_eligibility_mirrors_the_program() {
         let c = cfg();
-        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix);
+        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix, None);
         let from = "2001:db8:64::c633:640a";
         assert!(take(&udp6(from, "2001:db8:1::a", 17, 0x1234, 12)));
         assert!(take(&udp6(from, "2001:db8:1::a", 6, 0, 20)));
@@ -891,7 +985,7 @@ mod tests {
     #[test]
     fn ingress_refuses_what_userspace_refuses() {
         let c = cfg();
-        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix);
+        let take = |p: &[u8]| fast_path_takes_ingress(p, c.v6, c.v4, &c.prefix, None);
         for refused in [
             "127.0.0.53",
             "127.0.0.1",
@@ -946,18 +1040,18 @@ mod tests {
             let src = prefix.embed(v4).to_string();
             let p = udp6(&src, "2001:db8:1::a", 17, 1, 8);
             assert!(
-                fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix),
+                fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix, None),
                 "{prefix}"
             );
             let p = udp6("2001:db9::1", "2001:db8:1::a", 17, 1, 8);
             assert!(
-                !fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix),
+                !fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix, None),
                 "{prefix}"
             );
             let ours = prefix.embed(cfg().v4).to_string();
             let p = udp6(&ours, "2001:db8:1::a", 17, 1, 8);
             assert!(
-                !fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix),
+                !fast_path_takes_ingress(&p, cfg().v6, cfg().v4, &prefix, None),
                 "{prefix}"
             );
         }

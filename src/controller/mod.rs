@@ -102,6 +102,10 @@ pub struct ClatSpec {
     /// Hand the translator a shared counter page (`-c`): only the bundled `clatd` knows the
     /// flag (Android's would refuse it).
     pub stats_page: bool,
+    /// Stateless mode (RFC 6877 §6.3): a /64 routed to this host into which downstream IPv4
+    /// sources are mapped (clatd `-s`, the fast path and the receive filter get it). `None`:
+    /// only the CLAT's own IPv4 address is translated (downstream hosts need NAT44).
+    pub clat_prefix: Option<Nat64Prefix>,
 }
 
 impl ClatSpec {
@@ -600,6 +604,7 @@ impl Controller {
             v4: spec.v4,
             v6: spec.v6,
             prefix: spec.prefix,
+            clat_prefix: spec.clat_prefix,
             fast_path: want_fast,
             uplink_is_ethernet: spec.uplink_is_ethernet,
         };
@@ -647,10 +652,16 @@ impl Controller {
             prefix: spec.prefix,
         });
         let step = |what: &str| format!("open the translator's {what} socket on {}", spec.uplink);
-        let exact = exclude
-            .as_ref()
-            .map(|ex| crate::translator::filter::rx_filter_exact(spec.v6, spec.v4, Some(ex)));
-        let rx = crate::translator::open_rx(spec.uplink_ifindex, spec.v6, exclude)
+        let clat_prefix = spec.clat_prefix;
+        let exact = exclude.as_ref().map(|ex| {
+            crate::translator::filter::rx_filter_exact(
+                spec.v6,
+                spec.v4,
+                clat_prefix.as_ref(),
+                Some(ex),
+            )
+        });
+        let rx = crate::translator::open_rx(spec.uplink_ifindex, spec.v6, clat_prefix, exclude)
             .map_err(|e| ControllerError::step(step("receive"), e))?;
         // With our IPv4 address known, the filter leaves out exactly what the fast path takes.
         if let Some(filter) = exact {
@@ -719,6 +730,7 @@ impl Controller {
             .zip(&slots)
             .map(|((_, flag), slot)| (*flag, slot.number()))
             .collect();
+        let clat_prefix = clat.spec.clat_prefix.map(|p| p.to_string());
         let args = spawn::translator_args(
             &clat.spec.uplink,
             &clat.spec.prefix.to_string(),
@@ -726,6 +738,7 @@ impl Controller {
             clat.spec.v6,
             tun_slot.number(),
             clat.spec.fwmark,
+            clat_prefix.as_deref(),
             &flags,
         );
         let mut fds = vec![(tun.fd.as_fd(), tun_slot.number())];

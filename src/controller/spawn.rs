@@ -469,7 +469,8 @@ pub fn check_translator_path(path: &Path) -> Result<(), TranslatorPathError> {
 }
 
 /// The translator's command line after `argv[0]` (Android clatd's flags; README "The translator"), plus
-/// `-P <our pid>` so that a translator whose supervisor died before it started exits at once.
+/// `-P <our pid>` so that a translator whose supervisor died before it started exits at once,
+/// and `-s CLAT_PREFIX` in stateless mode (only the bundled `clatd` knows it).
 #[allow(clippy::too_many_arguments)]
 pub fn translator_args(
     uplink: &str,
@@ -478,6 +479,7 @@ pub fn translator_args(
     v6: std::net::Ipv6Addr,
     tun_fd: RawFd,
     fwmark: Option<u32>,
+    clat_prefix: Option<&str>,
     extra: &[(&str, RawFd)],
 ) -> Vec<String> {
     let mut args = vec![
@@ -495,6 +497,10 @@ pub fn translator_args(
     if let Some(mark) = fwmark {
         args.push("-m".to_owned());
         args.push(mark.to_string());
+    }
+    if let Some(p) = clat_prefix {
+        args.push("-s".to_owned());
+        args.push(p.to_owned());
     }
     for (flag, fd) in extra {
         args.push((*flag).to_owned());
@@ -521,6 +527,7 @@ mod tests {
             "2001:db8:1::464".parse::<Ipv6Addr>().unwrap(),
             9,
             Some(0x1234),
+            None,
             &[("-r", 10), ("-w", 11)],
         );
         assert_eq!(
@@ -537,9 +544,28 @@ mod tests {
             Ipv6Addr::LOCALHOST,
             3,
             None,
+            None,
             &[],
         );
         assert!(!plain.contains(&"-m".to_owned()));
+        assert!(!plain.contains(&"-s".to_owned()));
+        let stateless = translator_args(
+            "e",
+            "64:ff9b::/96",
+            Ipv4Addr::new(192, 0, 0, 4),
+            Ipv6Addr::LOCALHOST,
+            3,
+            None,
+            Some("2001:db8:1:ff00::/64"),
+            &[("-r", 4)],
+        );
+        assert_eq!(
+            stateless.join(" "),
+            format!(
+                "-i e -p 64:ff9b::/96 -4 192.0.0.4 -6 ::1 -t 3 -s 2001:db8:1:ff00::/64 -r 4 -P {}",
+                std::process::id()
+            )
+        );
     }
 
     fn meta(uid: u32, mode: u32, is_file: bool) -> PathMeta {

@@ -636,6 +636,8 @@ impl Daemon {
             fwmark: None,
             fast_path: plan.fast_path,
             stats_page: self.opts.config.daemon.clatd_path.is_empty(),
+            // Stateless mode is not configured yet: downstream hosts go through NAT44.
+            clat_prefix: None,
         };
         // `clatd_path` is executed with the daemon's privileges: only a file nobody but
         // root can change is run.

@@ -1,6 +1,7 @@
 //! `clatd`'s command line, compatible with Android's clatd:
 //! `clatd -i UPLINK -p PREFIX -4 V4ADDR -6 V6ADDR -t TUNFD [-m FWMARK] [-n NETID] [-r RXFD] [-w TXFD] [-g GSOFD] [-c STATSFD]`,
-//! plus `-P PPID` (the supervisor) and `-u USER` (whom to run as).
+//! plus `-P PPID` (the supervisor), `-u USER` (whom to run as) and `-s CLAT_PREFIX` (stateless
+//! mode with a dedicated CLAT prefix, RFC 6877 §6.3).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
@@ -56,6 +57,11 @@ pub struct ClatdArgs {
     /// died before we started: we would be an orphan).
     #[arg(short = 'P', value_name = "PPID", value_parser = parse_pid)]
     pub parent: Option<i32>,
+    /// Stateless mode (RFC 6877 §6.3): a /64 routed to this host into which every downstream
+    /// IPv4 source other than `-4` is mapped (RFC 6052), e.g. `2001:db8:1:ff00::/64`. Without
+    /// it only packets from `-4` are translated.
+    #[arg(short = 's', value_name = "CLAT_PREFIX", value_parser = parse_clat_prefix)]
+    pub clat_prefix: Option<Nat64Prefix>,
     /// When started as root, run as this user once the descriptors are set up
     /// [default: autoclat-clatd if it exists, else nobody].
     #[arg(short = 'u', value_name = "USER")]
@@ -77,6 +83,10 @@ pub enum ArgsError {
     /// The CLAT's IPv6 address cannot lie inside the NAT64 prefix.
     #[error("-6 {0}: lies inside the NAT64 prefix {1}")]
     V6InPrefix(Ipv6Addr, Nat64Prefix),
+    /// The CLAT prefix cannot lie inside, or contain, the NAT64 prefix: an address would be
+    /// both a downstream host's and a far-side one.
+    #[error("-s {0}: overlaps the NAT64 prefix {1}")]
+    ClatPrefixOverlap(Nat64Prefix, Nat64Prefix),
     /// Two flags name the same descriptor.
     #[error("-{0} and -{1} name the same descriptor {2}")]
     SameFd(char, char, RawFd),
@@ -102,6 +112,11 @@ impl ClatdArgs {
         if self.prefix.contains(self.v6) {
             return Err(ArgsError::V6InPrefix(self.v6, self.prefix));
         }
+        if let Some(cp) = self.clat_prefix {
+            if cp.contains(self.prefix.addr()) || self.prefix.contains(cp.addr()) {
+                return Err(ArgsError::ClatPrefixOverlap(cp, self.prefix));
+            }
+        }
         let fds = [
             ('t', Some(self.tun_fd)),
             ('r', self.rx_fd),
@@ -120,6 +135,31 @@ impl ClatdArgs {
         }
         Ok(())
     }
+}
+
+/// The CLAT prefix of `-s`: an IPv6 /64 with the RFC 6052 u-octet free (any other length is
+/// refused, since downstream addresses are mapped with the /64 rule).
+pub fn parse_clat_prefix(s: &str) -> Result<Nat64Prefix, String> {
+    let Some((addr, len)) = s.split_once('/') else {
+        return Err(format!(
+            "`{s}` is not an IPv6 /64 (expected e.g. `2001:db8:1:ff00::/64`)"
+        ));
+    };
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IPv6 /64 (expected e.g. `2001:db8:1:ff00::/64`)"))?;
+    if len != "64" {
+        return Err(format!(
+            "`{s}`: the CLAT prefix must be a /64 (stateless mode maps IPv4 addresses with the \
+             RFC 6052 /64 rule)"
+        ));
+    }
+    let p = Nat64Prefix::new(addr, 64).map_err(|e| format!("`{s}`: {e}"))?;
+    let seg = addr.segments();
+    if seg[0] & 0xff00 == 0xff00 || seg[0] & 0xffc0 == 0xfe80 || u128::from(addr) == 0 {
+        return Err(format!("`{s}`: not a global unicast prefix"));
+    }
+    Ok(p)
 }
 
 /// A descriptor number: a non-negative int.
@@ -145,4 +185,75 @@ pub fn parse_u32_auto(s: &str) -> Result<u32, String> {
         None => s.parse::<u32>(),
     };
     r.map_err(|_| format!("`{s}` is not a 32-bit unsigned number"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<ClatdArgs, clap::Error> {
+        let base = [
+            "clatd",
+            "-i",
+            "eth0",
+            "-p",
+            "64:ff9b::",
+            "-4",
+            "192.0.0.4",
+            "-6",
+            "2001:db8:1::c1a7",
+            "-t",
+            "7",
+        ];
+        ClatdArgs::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn clat_prefix_is_optional() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.clat_prefix, None);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn clat_prefix_64_parses() {
+        let a = parse(&["-s", "2001:db8:1:ff00::/64"]).unwrap();
+        assert_eq!(
+            a.clat_prefix.map(|p| p.to_string()).as_deref(),
+            Some("2001:db8:1:ff00::/64")
+        );
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn clat_prefix_other_than_a_64_is_refused() {
+        for bad in [
+            "2001:db8:1:ff00::/56",
+            "2001:db8:1:ff00::/96",
+            "2001:db8:1:ff00::",
+            "2001:db8:1:ff00::1/64",
+            "2001:db8:1:ff00:100::/64",
+            "fe80::/64",
+            "ff02::/64",
+            "nonsense/64",
+        ] {
+            let e = parse(&["-s", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        let e = parse_clat_prefix("2001:db8:1:ff00::/48").unwrap_err();
+        assert!(e.contains("must be a /64"), "{e}");
+    }
+
+    #[test]
+    fn clat_prefix_overlapping_the_nat64_prefix_is_refused() {
+        let mut a = parse(&["-s", "2001:db8:64::/64"]).unwrap();
+        a.prefix = "2001:db8:64::/96".parse().unwrap();
+        assert!(matches!(
+            a.validate(),
+            Err(ArgsError::ClatPrefixOverlap(..))
+        ));
+        a.clat_prefix = Some("2001:db8:65::/64".parse().unwrap());
+        a.validate().unwrap();
+    }
 }

@@ -3,7 +3,8 @@
 //! The receive socket is an `AF_PACKET`/`SOCK_DGRAM` socket bound with `ETH_P_ALL` to the uplink,
 //! so the filter sees the network header at offset 0 and reads the link-layer protocol and the
 //! packet type through the ancillary offsets `SKF_AD_PROTOCOL` and `SKF_AD_PKTTYPE`. It accepts
-//! IPv6 packets to the CLAT's IPv6 address that were not sent by this host; when the eBPF fast
+//! IPv6 packets to the CLAT's IPv6 address (and, in stateless mode, to any address inside the
+//! CLAT prefix, a /64: its first two 32-bit words) that were not sent by this host; when the eBPF fast
 //! path is on it also rejects exactly what the fast path translates in the kernel
 //! (`crate::bpf::fast_path_takes_ingress`), so that `clatd` does not translate those packets a
 //! second time and still sees every other one (hop limit 0, which it answers with Time
@@ -164,15 +165,20 @@ impl Program {
     }
 }
 
-/// The receive filter: IPv6, not outgoing, destination `clat_v6`; with `exclude`, also not a
-/// packet the fast path translates (see [`FastPathExclusion`]).
+/// The receive filter: IPv6, not outgoing, destination `clat_v6` or (stateless mode) inside
+/// `clat_prefix`, a /64; with `exclude`, also not a packet the fast path translates (see
+/// [`FastPathExclusion`]).
 ///
 /// Without the CLAT's IPv4 address this filter cannot tell packets from the CLAT's own embedded
 /// address (which the fast path leaves to clatd) from others: it rejects those too, which
 /// only loses clatd's count of them (it would drop them as not ours). [`rx_filter_exact`]
 /// knows the address and mirrors the fast path exactly.
-pub fn rx_filter(clat_v6: Ipv6Addr, exclude: Option<&FastPathExclusion>) -> Vec<sock_filter> {
-    build(clat_v6, None, exclude)
+pub fn rx_filter(
+    clat_v6: Ipv6Addr,
+    clat_prefix: Option<&Nat64Prefix>,
+    exclude: Option<&FastPathExclusion>,
+) -> Vec<sock_filter> {
+    build(clat_v6, None, clat_prefix, exclude)
 }
 
 /// [`rx_filter`] that also knows the CLAT's IPv4 address `clat_v4`, so that with `exclude` it
@@ -180,14 +186,16 @@ pub fn rx_filter(clat_v6: Ipv6Addr, exclude: Option<&FastPathExclusion>) -> Vec<
 pub fn rx_filter_exact(
     clat_v6: Ipv6Addr,
     clat_v4: Ipv4Addr,
+    clat_prefix: Option<&Nat64Prefix>,
     exclude: Option<&FastPathExclusion>,
 ) -> Vec<sock_filter> {
-    build(clat_v6, Some(clat_v4), exclude)
+    build(clat_v6, Some(clat_v4), clat_prefix, exclude)
 }
 
 fn build(
     clat_v6: Ipv6Addr,
     clat_v4: Option<Ipv4Addr>,
+    clat_prefix: Option<&Nat64Prefix>,
     exclude: Option<&FastPathExclusion>,
 ) -> Vec<sock_filter> {
     let mut p = Program::default();
@@ -197,12 +205,71 @@ fn build(
     p.stmt(LD_W_ABS, ancillary(libc::SKF_AD_PKTTYPE));
     p.jeq(PACKET_OUTGOING, To::Reject, To::Next);
 
+    // After the destination checks: the exclusion's checks of the source, or accept.
+    let common = if exclude.is_some() {
+        To::Label("common")
+    } else {
+        To::Accept
+    };
+    let not_v6 = if clat_prefix.is_some() {
+        To::Label("clat_prefix")
+    } else {
+        To::Reject
+    };
     for (i, word) in words(clat_v6).iter().enumerate() {
         p.stmt(LD_W_ABS, OFF_DST + 4 * i as u32);
-        p.jeq(*word, To::Next, To::Reject);
+        p.jeq(*word, if i == 3 { common } else { To::Next }, not_v6);
+    }
+
+    if let Some(cp) = clat_prefix {
+        // Stateless mode: a destination inside the CLAT prefix (a /64: two words).
+        p.label("clat_prefix");
+        let w = words(cp.addr());
+        p.stmt(LD_W_ABS, OFF_DST);
+        p.jeq(w[0], To::Next, To::Reject);
+        p.stmt(LD_W_ABS, OFF_DST + 4);
+        p.jeq(
+            w[1],
+            if exclude.is_some() {
+                To::Next
+            } else {
+                To::Accept
+            },
+            To::Reject,
+        );
+        if exclude.is_some() {
+            // The fast path takes only RFC 6052 addresses (u-octet and suffix zero) that embed
+            // a downstream unicast address other than ours; clatd drops or counts the others.
+            for off in [8u32, 13, 14, 15] {
+                p.stmt(LD_B_ABS, OFF_DST + off);
+                p.jeq(0, To::Next, To::Accept);
+            }
+            let pos = cp.v4_octet_positions().map(|i| OFF_DST + i as u32);
+            p.stmt(LD_B_ABS, pos[0]);
+            p.jeq(0, To::Accept, To::Next);
+            p.jeq(127, To::Accept, To::Next);
+            p.jump(JMP_JGE_K, 224, To::Accept, To::Next);
+            match clat_v4 {
+                Some(v4) => {
+                    for (i, (&at, octet)) in pos.iter().zip(v4.octets()).enumerate() {
+                        p.stmt(LD_B_ABS, at);
+                        let last = i == 3;
+                        p.jeq(
+                            u32::from(octet),
+                            if last { To::Accept } else { To::Next },
+                            common,
+                        );
+                    }
+                }
+                // Without our IPv4 address the filter cannot tell: it lets the exclusion
+                // decide (clatd would only drop our own embedded address as not ours).
+                None => p.jeq(0, common, common),
+            }
+        }
     }
 
     if let Some(ex) = exclude {
+        p.label("common");
         // Source outside the prefix: clatd's (any mismatch jumps to accept).
         let len = u32::from(ex.prefix.len());
         let prefix = words(ex.prefix.addr());
@@ -286,10 +353,15 @@ mod tests {
         let ex = FastPathExclusion {
             prefix: "2001:db8:100::/40".parse().unwrap(),
         };
+        let cp: Nat64Prefix = "2001:db8:1:ff00::/64".parse().unwrap();
+        let v4 = Ipv4Addr::new(192, 0, 0, 4);
         for f in [
-            rx_filter(Ipv6Addr::LOCALHOST, None),
-            rx_filter(Ipv6Addr::LOCALHOST, Some(&ex)),
-            rx_filter_exact(Ipv6Addr::LOCALHOST, Ipv4Addr::new(192, 0, 0, 4), Some(&ex)),
+            rx_filter(Ipv6Addr::LOCALHOST, None, None),
+            rx_filter(Ipv6Addr::LOCALHOST, None, Some(&ex)),
+            rx_filter_exact(Ipv6Addr::LOCALHOST, v4, None, Some(&ex)),
+            rx_filter(Ipv6Addr::LOCALHOST, Some(&cp), None),
+            rx_filter(Ipv6Addr::LOCALHOST, Some(&cp), Some(&ex)),
+            rx_filter_exact(Ipv6Addr::LOCALHOST, v4, Some(&cp), Some(&ex)),
         ] {
             for (i, insn) in f.iter().enumerate() {
                 if u32::from(insn.code) & 0x07 == libc::BPF_JMP {

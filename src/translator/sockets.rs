@@ -10,6 +10,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use libc::{c_int, c_void, sock_filter, socklen_t};
 
+use crate::nat64::Nat64Prefix;
+
 pub use super::filter::{rx_filter, rx_filter_exact, FastPathExclusion};
 
 /// The receive buffer we ask for: bursts of a fast uplink must not overflow it while the
@@ -77,7 +79,8 @@ fn socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
 
 /// Open the receive socket on uplink `ifindex`: `AF_PACKET`, `SOCK_DGRAM`, `ETH_P_ALL` (so it
 /// sees frames before tc ingress, where the fast path's program drops the kernel's own copy of
-/// packets to the CLAT address), filtered by [`rx_filter`].
+/// packets to the CLAT address), filtered by [`rx_filter`] (destination `clat_v6`, or inside
+/// `clat_prefix` in stateless mode).
 ///
 /// The socket is created with protocol 0, which delivers nothing, and only bound to
 /// `ETH_P_ALL` on the uplink once the filter is attached: no unfiltered packet from another
@@ -85,10 +88,14 @@ fn socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
 pub fn open_rx(
     ifindex: u32,
     clat_v6: Ipv6Addr,
+    clat_prefix: Option<Nat64Prefix>,
     exclude: Option<FastPathExclusion>,
 ) -> Result<OwnedFd, SocketError> {
     let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0).map_err(sys("socket(AF_PACKET)"))?;
-    set_rx_filter(fd.as_fd(), &rx_filter(clat_v6, exclude.as_ref()))?;
+    set_rx_filter(
+        fd.as_fd(),
+        &rx_filter(clat_v6, clat_prefix.as_ref(), exclude.as_ref()),
+    )?;
 
     // A large buffer; SO_RCVBUFFORCE ignores rmem_max but needs CAP_NET_ADMIN.
     if setsockopt(

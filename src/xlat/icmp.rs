@@ -200,7 +200,9 @@ impl Translator {
         if dst.is_multicast() || dst.is_unspecified() {
             return;
         }
-        let src = self.cfg.v6;
+        // From the address the offending packet was sent to: ours, or in stateless mode the
+        // downstream host's address inside the CLAT prefix.
+        let src = v6_at(offending, 24);
         let body = offending.len().min(ICMP6_ERROR_MAX - 48);
         let mlen = 8 + body;
         to_v6.push_with(40 + mlen, |o| {

@@ -8,6 +8,10 @@
 //! What it translates (RFC 7915 section numbers in the submodules):
 //! - IPv4 from `cfg.v4` to any unicast IPv4 → IPv6 from `cfg.v6` to `prefix.embed(dst)`;
 //! - IPv6 to `cfg.v6` from inside the prefix → IPv4 to `cfg.v4` from `prefix.extract(src)`;
+//! - in stateless mode (RFC 6877 §6.3, `cfg.clat_prefix` set): IPv4 from any other unicast
+//!   address (a downstream host) → IPv6 from `clat_prefix.embed(src)`, and IPv6 to an address
+//!   inside the CLAT prefix → IPv4 to the address embedded in it; everything else (checksums,
+//!   ICMP errors, fragments) as for the CLAT's own address;
 //! - TCP and UDP (checksums updated incrementally, RFC 1624; zero-checksum UDP from IPv4 gets a
 //!   computed checksum), ICMP echo ↔ ICMPv6 echo, ICMP errors ↔ ICMPv6 errors with the packet
 //!   inside translated, fragments both ways, fragmentation of DF-clear IPv4 packets that do not
@@ -58,6 +62,10 @@ pub struct XlatConfig {
     /// The uplink's MTU: IPv6 packets longer than this are fragmented (or refused with an ICMP
     /// error when the IPv4 packet has DF set). Values below 1280 are treated as 1280.
     pub mtu6: u32,
+    /// Stateless mode (RFC 6877 §6.3): a dedicated /64 routed to this host, into which every
+    /// downstream IPv4 source other than `v4` is mapped with the RFC 6052 /64 rule. `None`:
+    /// only `v4` is translated (downstream hosts need NAT44 to `v4`). Must be a /64.
+    pub clat_prefix: Option<Nat64Prefix>,
 }
 
 /// Packets produced by one translation step, in one reusable buffer.
@@ -283,6 +291,45 @@ impl Translator {
         }
     }
 
+    /// The IPv6 form of a local IPv4 address (the source of a packet from the tun): ours maps
+    /// to ours; in stateless mode any downstream unicast address to its embedding under the
+    /// CLAT prefix; anything else has none (the packet is not ours to translate).
+    fn local6(&self, a: Ipv4Addr) -> Option<Ipv6Addr> {
+        if a == self.cfg.v4 {
+            Some(self.cfg.v6)
+        } else {
+            self.cfg
+                .clat_prefix
+                .filter(|_| is_downstream_unicast(a))
+                .map(|p| p.embed(a))
+        }
+    }
+
+    /// The IPv4 form of a local IPv6 address (the destination of a packet from the uplink):
+    /// ours maps to ours; in stateless mode an address inside the CLAT prefix to the IPv4
+    /// address embedded in it. An address inside the CLAT prefix that is not in the RFC 6052
+    /// format (a non-zero u-octet or suffix) is `Malformed`; one embedding no downstream
+    /// unicast address (or the CLAT's own) is `NotOurs`, as is any other address.
+    fn local4(&self, a: Ipv6Addr) -> Result<Ipv4Addr, DropReason> {
+        if a == self.cfg.v6 {
+            return Ok(self.cfg.v4);
+        }
+        let Some(p) = self.cfg.clat_prefix.filter(|p| p.contains(a)) else {
+            return Err(DropReason::NotOurs);
+        };
+        let o = a.octets();
+        let pos = p.v4_octet_positions();
+        let start = usize::from(p.len() / 8);
+        if (start..16).any(|i| o[i] != 0 && !pos.contains(&i)) {
+            return Err(DropReason::Malformed);
+        }
+        let v4 = Nat64Prefix::extract_at(a, p.len());
+        if v4 == self.cfg.v4 || !is_downstream_unicast(v4) {
+            return Err(DropReason::NotOurs);
+        }
+        Ok(v4)
+    }
+
     /// The IPv6 form of an IPv4 address seen in a packet: ours maps to ours, any other to its
     /// embedding under the prefix.
     fn map4(&self, a: Ipv4Addr) -> Ipv6Addr {
@@ -313,6 +360,14 @@ impl Translator {
 pub fn is_remote_unicast(a: Ipv4Addr, ours: Ipv4Addr) -> bool {
     let o = a.octets();
     a != ours && o[0] != 0 && o[0] != 127 && o[0] < 224
+}
+
+/// Whether `a` can be the address of a downstream host in stateless mode: unicast, that is not
+/// unspecified (0/8), loopback (127/8), multicast (224/4), class E or broadcast (240/4). The
+/// eBPF fast path uses the same rule (`downstream_unicast` in src/bpf/clat.c).
+pub fn is_downstream_unicast(a: Ipv4Addr) -> bool {
+    let o = a.octets();
+    o[0] != 0 && o[0] != 127 && o[0] < 224
 }
 
 /// Reads a big-endian u16 at `at` (the caller has checked the length).
@@ -466,5 +521,76 @@ impl Patch {
                 out[k - from] = self.bytes[i];
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn stateless() -> Translator {
+        Translator::new(XlatConfig {
+            v4: Ipv4Addr::new(192, 0, 0, 4),
+            v6: "2001:db8:1:1::4".parse().unwrap(),
+            prefix: crate::nat64::WELL_KNOWN,
+            mtu6: 1500,
+            clat_prefix: Some("2001:db8:1:ff00::/64".parse().unwrap()),
+        })
+    }
+
+    #[test]
+    fn downstream_unicast() {
+        for a in [
+            "198.51.100.1",
+            "203.0.113.255",
+            "192.0.2.0",
+            "223.255.255.255",
+        ] {
+            assert!(is_downstream_unicast(a.parse().unwrap()), "{a}");
+        }
+        for a in ["0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "240.0.0.1"] {
+            assert!(!is_downstream_unicast(a.parse().unwrap()), "{a}");
+        }
+        assert!(!is_downstream_unicast(Ipv4Addr::BROADCAST));
+    }
+
+    #[test]
+    fn local_addresses_map_both_ways() {
+        let t = stateless();
+        let lan = Ipv4Addr::new(198, 51, 100, 23);
+        let lan6: Ipv6Addr = "2001:db8:1:ff00:c6:3364:1700:0".parse().unwrap();
+        assert_eq!(t.local6(lan), Some(lan6));
+        assert_eq!(t.local4(lan6), Ok(lan));
+        // Ours stays ours, even though the stateless mapping would also cover it.
+        assert_eq!(t.local6(t.cfg.v4), Some(t.cfg.v6));
+        assert_eq!(t.local4(t.cfg.v6), Ok(t.cfg.v4));
+        assert_eq!(
+            t.local4(t.cfg.clat_prefix.unwrap().embed(t.cfg.v4)),
+            Err(DropReason::NotOurs)
+        );
+        assert_eq!(t.local6(Ipv4Addr::new(224, 0, 0, 1)), None);
+        assert_eq!(t.local6(Ipv4Addr::LOCALHOST), None);
+        for bad in [
+            "2001:db8:1:ff00:1c6:3364:1700:0",
+            "2001:db8:1:ff00:c6:3364:1700:1",
+        ] {
+            assert_eq!(
+                t.local4(bad.parse().unwrap()),
+                Err(DropReason::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            t.local4("2001:db8:1:fe00:c6:3364:1700:0".parse().unwrap()),
+            Err(DropReason::NotOurs)
+        );
+        // Without a CLAT prefix only our own addresses are local.
+        let plain = Translator::new(XlatConfig {
+            clat_prefix: None,
+            ..*t.config()
+        });
+        assert_eq!(plain.local6(lan), None);
+        assert_eq!(plain.local4(lan6), Err(DropReason::NotOurs));
     }
 }

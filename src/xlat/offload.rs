@@ -598,6 +598,7 @@ mod tests {
             v6: Ipv6Addr::from(SRC6),
             prefix: "2001:db8:64::/96".parse().unwrap(),
             mtu6: 1500,
+            clat_prefix: None,
         });
         let (mut v6, mut v4) = (PacketBatch::default(), PacketBatch::default());
         let (v, oh) = t.ipv4_to_ipv6_offload(&hdr, &pkt, &mut v6, &mut v4);

@@ -1,5 +1,7 @@
 //! IPv4 → IPv6 (RFC 7915 §4).
 
+use std::net::Ipv6Addr;
+
 use super::checksum as cs;
 use super::icmp::{self, ICMP6_ERROR_MAX};
 use super::{
@@ -89,7 +91,10 @@ impl Translator {
         if total > pkt.len() || cs::fold(cs::add(0, &pkt[..ihl])) != 0xffff {
             return Verdict::Dropped(Malformed);
         }
-        if h.src != self.cfg.v4 || !super::is_remote_unicast(h.dst, self.cfg.v4) {
+        let Some(src6) = self.local6(h.src) else {
+            return Verdict::Dropped(NotOurs);
+        };
+        if !super::is_remote_unicast(h.dst, self.cfg.v4) {
             return Verdict::Dropped(NotOurs);
         }
         let pkt = &pkt[..total];
@@ -112,10 +117,14 @@ impl Translator {
         let payload = &pkt[ihl..];
         let is_frag = h.mf || h.offset != 0;
         let first = h.offset == 0;
-        let src6 = self.cfg.v6;
         let dst6 = self.cfg.prefix.embed(h.dst);
-        let addr_old = self.sum_v4 + cs::sum_v4(h.dst);
-        let addr_new = self.sum_v6 + cs::sum_v6(dst6);
+        let (src_old, src_new) = if h.src == self.cfg.v4 {
+            (self.sum_v4, self.sum_v6)
+        } else {
+            (cs::sum_v4(h.src), cs::sum_v6(src6))
+        };
+        let addr_old = src_old + cs::sum_v4(h.dst);
+        let addr_new = src_new + cs::sum_v6(dst6);
         // Offload: the L4 checksum field may hold only the pseudo-header sum (NEEDS_CSUM), and
         // a GSO packet is cut to size later, so it is never fragmented here.
         let (partial, gso) = match off.as_deref() {
@@ -184,7 +193,7 @@ impl Translator {
                 let new_type = match payload[0] {
                     8 => 128,
                     0 => 129,
-                    3 | 11 | 12 => return self.icmp4_error_to_v6(&h, payload, to_v6),
+                    3 | 11 | 12 => return self.icmp4_error_to_v6(&h, src6, payload, to_v6),
                     _ => return Verdict::Dropped(Unsupported),
                 };
                 let code = payload[1];
@@ -261,8 +270,15 @@ impl Translator {
     }
 
     /// RFC 7915 §4.2: an ICMPv4 error from the host, with the IPv4 packet inside translated
-    /// too. `msg` is the whole ICMP message (not a fragment).
-    fn icmp4_error_to_v6(&mut self, h: &V4Fields, msg: &[u8], to_v6: &mut PacketBatch) -> Verdict {
+    /// too. `msg` is the whole ICMP message (not a fragment); `src6` is the IPv6 form of the
+    /// host's address, `h.src`.
+    fn icmp4_error_to_v6(
+        &mut self,
+        h: &V4Fields,
+        src6: Ipv6Addr,
+        msg: &[u8],
+        to_v6: &mut PacketBatch,
+    ) -> Verdict {
         use DropReason::*;
         // The message is rewritten and its checksum recomputed: check it first, so that a
         // corrupt message does not leave here with a valid checksum.
@@ -287,8 +303,14 @@ impl Translator {
         let ipay = &inner[ihl..inner.len().min(claimed.max(ihl))];
         let ifrag = fi.mf || fi.offset != 0;
         let ifirst = fi.offset == 0;
+        // The packet inside was sent to the host that reports the error: its destination has
+        // the host's (local) form, its source the far side's.
         let isrc6 = self.map4(fi.src);
-        let idst6 = self.map4(fi.dst);
+        let idst6 = if fi.dst == h.src {
+            src6
+        } else {
+            self.map4(fi.dst)
+        };
         let old = cs::sum_v4(fi.src) + cs::sum_v4(fi.dst);
         let new = cs::sum_v6(isrc6) + cs::sum_v6(idst6);
         let (inext, patch) = match fi.proto {
@@ -333,7 +355,6 @@ impl Translator {
         let inner_plen = (claimed - ihl + ifrag_len).min(65535) as u16;
         let body = ipay.len().min(ICMP6_ERROR_MAX - 40 - 8 - inner_hdr);
         let mlen = 8 + inner_hdr + body;
-        let src6 = self.cfg.v6;
         let dst6 = self.cfg.prefix.embed(h.dst);
         to_v6.push_with(40 + mlen, |o| {
             write_ipv6_header(o, h.tos, mlen as u16, 58, h.ttl, src6, dst6);

@@ -1,6 +1,6 @@
 //! IPv6 → IPv4 (RFC 7915 §5).
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum as cs;
 use super::icmp;
@@ -117,9 +117,10 @@ impl Translator {
         let pkt = &pkt[..40 + plen];
         let src = v6_at(pkt, 8);
         let dst = v6_at(pkt, 24);
-        if dst != self.cfg.v6 {
-            return Verdict::Dropped(NotOurs);
-        }
+        let dst4 = match self.local4(dst) {
+            Ok(a) => a,
+            Err(r) => return Verdict::Dropped(r),
+        };
         let ext = match walk_exts(pkt) {
             Ok(e) => e,
             Err(r) => {
@@ -163,8 +164,13 @@ impl Translator {
         }
         let tc = (pkt[0] << 4) | (pkt[1] >> 4);
         let is_frag = ext.frag.is_some();
-        let addr_old = cs::sum_v6(src) + self.sum_v6;
-        let addr_new = cs::sum_v4(src4) + self.sum_v4;
+        let (dst_old, dst_new) = if dst == self.cfg.v6 {
+            (self.sum_v6, self.sum_v4)
+        } else {
+            (cs::sum_v6(dst), cs::sum_v4(dst4))
+        };
+        let addr_old = cs::sum_v6(src) + dst_old;
+        let addr_new = cs::sum_v4(src4) + dst_new;
         let partial = match off.as_deref() {
             Some(o) => {
                 if (o.want_proto != 0 && ext.proto != o.want_proto)
@@ -220,12 +226,14 @@ impl Translator {
                 let new_type = match payload[0] {
                     128 => 8,
                     129 => 0,
-                    t if t < 128 => return self.icmp6_error_to_v4(pkt, &ext, src, src4, to_v4),
+                    t if t < 128 => {
+                        return self.icmp6_error_to_v4(pkt, &ext, (src, dst), (src4, dst4), to_v4)
+                    }
                     _ => return Verdict::Dropped(Unsupported),
                 };
                 let code = payload[1];
-                let old = u64::from(be16(payload, 0))
-                    + cs::pseudo_v6(src, self.cfg.v6, 58, payload.len() as u32);
+                let old =
+                    u64::from(be16(payload, 0)) + cs::pseudo_v6(src, dst, 58, payload.len() as u32);
                 let new = (u64::from(new_type) << 8) + u64::from(code);
                 let c = cs::update(be16(payload, 2), old, new);
                 let c = cs::all_zero_fix(c, || echo4_all_zero(new_type, payload));
@@ -243,7 +251,7 @@ impl Translator {
             o.l4_start_out = 20;
             o.partial_kept = partial;
         }
-        let f = self.v4_fields(tc, total, ext.frag, hop, proto4, src4, self.cfg.v4);
+        let f = self.v4_fields(tc, total, ext.frag, hop, proto4, src4, dst4);
         to_v4.push_with(total, |o| {
             write_ipv4_header(o, &f);
             patch.copy(&mut o[20..], payload, 0);
@@ -297,20 +305,19 @@ impl Translator {
         }
     }
 
-    /// RFC 7915 §5.2: an ICMPv6 error, with the IPv6 packet inside translated too.
+    /// RFC 7915 §5.2: an ICMPv6 error, with the IPv6 packet inside translated too. `addrs6`
+    /// are the outer source and destination, `addrs4` their IPv4 forms.
     fn icmp6_error_to_v4(
         &mut self,
         pkt: &[u8],
         ext: &Exts,
-        src: Ipv6Addr,
-        src4: std::net::Ipv4Addr,
+        (src, dst): (Ipv6Addr, Ipv6Addr),
+        (src4, dst4): (Ipv4Addr, Ipv4Addr),
         to_v4: &mut PacketBatch,
     ) -> Verdict {
         use DropReason::*;
         let msg = &pkt[ext.start..];
-        if cs::fold(cs::pseudo_v6(src, self.cfg.v6, 58, msg.len() as u32) + cs::add(0, msg))
-            != 0xffff
-        {
+        if cs::fold(cs::pseudo_v6(src, dst, 58, msg.len() as u32) + cs::add(0, msg)) != 0xffff {
             return Verdict::Dropped(Malformed);
         }
         let inner = &msg[8..];
@@ -319,11 +326,17 @@ impl Translator {
         }
         let isrc = v6_at(inner, 8);
         let idst = v6_at(inner, 24);
-        // The packet inside must be one we sent: from our address to one inside the prefix.
-        let (Some(isrc4), Some(idst4)) = (self.map6(isrc), self.map6(idst)) else {
+        // The packet inside must be one we sent: from our address (or, in stateless mode, the
+        // downstream host's the error is for) to one inside the prefix.
+        let isrc4 = if isrc == dst {
+            Some(dst4)
+        } else {
+            self.map6(isrc)
+        };
+        let (Some(isrc4), Some(idst4)) = (isrc4, self.map6(idst)) else {
             return Verdict::Dropped(NotOurs);
         };
-        if src4 == IPV4_DUMMY && isrc != self.cfg.v6 {
+        if src4 == IPV4_DUMMY && isrc != dst {
             return Verdict::Dropped(NotOurs);
         }
         let iext = match walk_exts(inner) {
@@ -409,7 +422,7 @@ impl Translator {
         let mlen = 8 + 20 + ipay.len();
         let total = 20 + mlen;
         let tc = (pkt[0] << 4) | (pkt[1] >> 4);
-        let f = self.v4_fields(tc, total, None, pkt[7], 1, src4, self.cfg.v4);
+        let f = self.v4_fields(tc, total, None, pkt[7], 1, src4, dst4);
         let f = V4Fields { df: false, ..f };
         to_v4.push_with(total, |o| {
             write_ipv4_header(o, &f);

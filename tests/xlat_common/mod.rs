@@ -29,6 +29,7 @@ pub fn cfg_with(p: &str, mtu6: u32) -> XlatConfig {
         v6: clat6(),
         prefix: prefix(p),
         mtu6,
+        clat_prefix: None,
     }
 }
 
@@ -44,6 +45,7 @@ pub fn mirror(c: &XlatConfig, remote4: Ipv4Addr) -> XlatConfig {
         v6: c.prefix.embed(remote4),
         prefix: prefix(CLAT_SIDE),
         mtu6: c.mtu6,
+        clat_prefix: None,
     }
 }
 
@@ -496,6 +498,7 @@ pub fn corpus_config() -> XlatConfig {
         v6: "2001:db8:1::a".parse().unwrap(),
         prefix: prefix("2001:db8:64::/96"),
         mtu6: 1500,
+        clat_prefix: None,
     }
 }
 
