@@ -35,6 +35,7 @@ both_fast_path_modes!(
     detached_programs_are_reattached,
     router_mode_forwards_a_lan,
     router_mode_repairs_coexists_and_restores_after_a_kill,
+    router_stateless_mode_maps_the_lan_host_into_its_prefix,
 );
 
 /// Packets and bytes each way through one path (`counters.translator` / `counters.fast_path`).
@@ -1273,41 +1274,7 @@ fn router_mode_forwards_a_lan(mode: &str) {
     assert!(back == big, "the 1400-byte datagram came back different");
     // The NAT64 sees the CLAT's IPv6 address: the LAN host is masqueraded to the CLAT's IPv4
     // address and translated like the host's own traffic.
-    let v6 = env.v6();
-    let filter = format!("ip6 src {v6} and ip6 dst {}", topo.nat64(SERVER4));
-    let mut capture = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            topo.ns(Ns::Router),
-            "timeout",
-            "20",
-            "tcpdump",
-        ])
-        .args(["-n", "-l", "-i", "br0", "-c", "1", &filter])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Echoes from the LAN host until tcpdump (once it runs) has seen one.
-    assert!(
-        wait_until(WAIT, || {
-            let _ = udp_echo(
-                &lan.ns,
-                (SERVER4, 7).into(),
-                b"who am I".to_vec(),
-                Duration::from_millis(200),
-            );
-            capture.try_wait().ok().flatten().is_some()
-        }),
-        "tcpdump saw nothing"
-    );
-    let seen = capture.wait_with_output().unwrap();
-    let seen = String::from_utf8_lossy(&seen.stdout);
-    assert!(
-        seen.contains(&v6.to_string()),
-        "the NAT64 side did not see the CLAT address {v6}: {seen}"
-    );
+    assert_nat64_sees(topo, &lan, env.v6());
 
     let st = env.d.status_json();
     let fwd = st["router"]["forwarded"]
@@ -1461,6 +1428,155 @@ fn router_mode_repairs_coexists_and_restores_after_a_kill(mode: &str) {
         nft_table(&env.topo, "dockerish").unwrap(),
         theirs,
         "the third-party table changed"
+    );
+    drop(lan);
+    env.stop_and_assert_clean();
+}
+
+/// From the LAN host, UDP echoes until tcpdump on the router's bridge has seen a packet from
+/// IPv6 source `src` to server4's NAT64 address.
+fn assert_nat64_sees(topo: &Topology, lan: &Downstream, src: Ipv6Addr) {
+    let filter = format!("ip6 src {src} and ip6 dst {}", topo.nat64(SERVER4));
+    let mut capture = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            topo.ns(Ns::Router),
+            "timeout",
+            "20",
+            "tcpdump",
+        ])
+        .args(["-n", "-l", "-i", "br0", "-c", "1", &filter])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Echoes from the LAN host until tcpdump (once it runs) has seen one.
+    assert!(
+        wait_until(WAIT, || {
+            let _ = udp_echo(
+                &lan.ns,
+                (SERVER4, 7).into(),
+                b"who am I".to_vec(),
+                Duration::from_millis(200),
+            );
+            capture.try_wait().ok().flatten().is_some()
+        }),
+        "tcpdump saw nothing from {src}"
+    );
+    let seen = capture.wait_with_output().unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(
+        seen.contains(&src.to_string()),
+        "the NAT64 side did not see {src}: {seen}"
+    );
+}
+
+/// Stateless mode (RFC 6877 §6.3): `clat_prefix` 2001:db8:5::/64, routed to the client by the
+/// router. The LAN host 203.0.113.130 reaches server4 as 2001:db8:5:0:cb:71:8200:0 (its own
+/// IPv6 address, RFC 6052 /64): nothing is masqueraded, the NAT64 sees one address per
+/// downstream host, the host's own traffic keeps the CLAT address. HTTP with a hash check, a
+/// 5 MB echo, UDP, ping and a 1400-byte DF datagram, fast path off and on.
+fn router_stateless_mode_maps_the_lan_host_into_its_prefix(mode: &str) {
+    let Some(env) = setup_with(
+        "router_stateless_mode_maps_the_lan_host_into_its_prefix",
+        mode,
+        DEFAULT_PREFIX,
+        "\n[router]\ndownstream = [\"dn*\"]\nclat_prefix = \"2001:db8:5::/64\"\n",
+    ) else {
+        return;
+    };
+    let topo = &env.topo;
+    let slaac = topo.slaac_addr("up0").expect("up0's SLAAC address");
+    topo.exec_ok(
+        Ns::Router,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:5::/64",
+            "via",
+            &slaac.to_string(),
+        ],
+    );
+    let lan = Downstream::behind_client(topo);
+    let r = wait_router(&env.d, "the stateless table in place", |r| {
+        r["table"] == true && r["mode"] == "stateless"
+    });
+    assert_eq!(r["downstream"], serde_json::json!(["dn0"]), "{r}");
+    let table = nft_table(topo, "autoclat").expect("table ip autoclat");
+    assert!(
+        !table.contains("masquerade"),
+        "stateless mode masquerades:\n{table}"
+    );
+    assert!(
+        table.contains("tcp option maxseg size set rt mtu"),
+        "{table}"
+    );
+
+    let mapped: Nat64Prefix = "2001:db8:5::/64".parse().unwrap();
+    let lan_v6 = mapped.embed(Ipv4Addr::new(203, 0, 113, 130));
+    assert_eq!(
+        lan_v6,
+        "2001:db8:5:0:cb:71:8200:0".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_nat64_sees(topo, &lan, lan_v6);
+
+    let before = env.counters();
+    http_download_and_check_from(&env, &lan.ns, 3 << 20, "stateless");
+    let (t, f) = (
+        env.counters().translator.since(&before.translator),
+        env.counters().fast_path.since(&before.fast_path),
+    );
+    // The fast path carries the mapped downstream traffic too.
+    let carried = if env.fast { f } else { t };
+    assert!(
+        carried.v6_to_v4_bytes >= 3 << 20,
+        "the {} did not carry the LAN download: translator {t:?}, fast path {f:?}",
+        if env.fast { "fast path" } else { "translator" }
+    );
+    let data = random_bytes(5 << 20);
+    let echoed = wait_for(WAIT, "a 5 MB echo from the LAN host", || {
+        tcp_echo_bulk(
+            &lan.ns,
+            (SERVER4, 7).into(),
+            data.clone(),
+            Duration::from_secs(20),
+        )
+        .map_err(|e| eprintln!("LAN echo: {e}"))
+        .ok()
+    });
+    assert!(echoed == data, "the 5 MB came back different");
+    assert!(
+        ping(&lan.ns, SERVER4.into(), Duration::from_secs(3)),
+        "ping from the LAN host"
+    );
+    let mtu = udp_path_mtu(&lan.ns, SocketAddrV4::new(SERVER4, 7), 1372).unwrap();
+    assert!(mtu >= 1400, "path MTU from the LAN host dropped to {mtu}");
+    let big = random_bytes(1372);
+    let back = udp_echo(
+        &lan.ns,
+        (SERVER4, 7).into(),
+        big.clone(),
+        Duration::from_secs(3),
+    )
+    .expect("1400-byte DF UDP echo from the LAN host");
+    assert!(back == big, "the 1400-byte datagram came back different");
+    // The host's own traffic still leaves from the CLAT address.
+    let reply = udp_echo(
+        &topo.cli,
+        (SERVER4, 7).into(),
+        b"host".to_vec(),
+        Duration::from_secs(2),
+    )
+    .expect("the host's own UDP echo");
+    assert_eq!(reply, b"host");
+    let st = env.d.status_json();
+    let fwd = &st["router"]["forwarded"][0];
+    assert!(
+        fwd["in_bytes"].as_u64().unwrap_or(0) >= (8 << 20) as u64,
+        "forwarded counters: {st}"
     );
     drop(lan);
     env.stop_and_assert_clean();

@@ -40,8 +40,9 @@ pub struct RouterConfig {
     /// least one.
     #[serde(deserialize_with = "de_globs")]
     pub downstream: Vec<MatchGlob>,
-    /// RFC 6877 §6.3 stateless mode with a dedicated /64. Not implemented: refused while
-    /// parsing, so that it is never silently ignored.
+    /// RFC 6877 §6.3 stateless mode: a global IPv6 /64 routed to this host (e.g. from DHCPv6
+    /// prefix delegation) into which each downstream IPv4 address is mapped (RFC 6052, /64)
+    /// instead of being masqueraded. Checked while parsing.
     #[serde(
         deserialize_with = "de_clat_prefix",
         skip_serializing_if = "Option::is_none"
@@ -53,6 +54,13 @@ impl RouterConfig {
     /// Whether `ifname` is a downstream interface.
     pub fn is_downstream(&self, ifname: &str) -> bool {
         self.downstream.iter().any(|g| g.matches(ifname))
+    }
+
+    /// The stateless mode's /64, if configured (checked while parsing).
+    pub fn clat_prefix(&self) -> Option<Nat64Prefix> {
+        self.clat_prefix
+            .as_deref()
+            .and_then(|s| crate::translator::args::parse_clat_prefix(s).ok())
     }
 }
 
@@ -406,10 +414,8 @@ fn de_globs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MatchGlob>, D::Error>
 fn de_clat_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     use serde::de::Error;
     let s = String::deserialize(d)?;
-    Err(D::Error::custom(format!(
-        "`{s}`: the stateless mode with a dedicated prefix (RFC 6877 section 6.3) is not \
-         implemented yet; remove `clat_prefix` to masquerade the downstream hosts (NAT44)"
-    )))
+    crate::translator::args::parse_clat_prefix(&s).map_err(D::Error::custom)?;
+    Ok(Some(s))
 }
 
 /// A rule's `match` glob, compiled once when the configuration is read.
@@ -614,7 +620,17 @@ impl Config {
                 let globs: Vec<String> =
                     r.downstream.iter().map(|g| toml_str(g.as_str())).collect();
                 push_kv(&mut out, "downstream", &format!("[{}]", globs.join(", ")));
-                out.push_str("# mode: NAT44 (masquerade to each CLAT's IPv4 address)\n");
+                match &r.clat_prefix {
+                    Some(p) => {
+                        push_kv(&mut out, "clat_prefix", &toml_str(p));
+                        out.push_str(
+                            "# mode: stateless (downstream addresses mapped into clat_prefix)\n",
+                        );
+                    }
+                    None => out.push_str(
+                        "# clat_prefix unset: NAT44 (masquerade to each CLAT's IPv4 address)\n",
+                    ),
+                }
             }
             None => out.push_str("\n# No [router]: nothing is forwarded through the CLATs\n"),
         }

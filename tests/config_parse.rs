@@ -735,11 +735,39 @@ fn router_mistakes_name_the_line_and_what_was_expected() {
         1,
         &["unknown field `masquerade`"],
     );
-    // The stateless mode is refused, not silently ignored.
+    // The stateless mode's prefix must be a global /64.
     assert_err(
-        "[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"2001:db8:1:2::/64\"\n",
+        "[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"2001:db8:1:2::/56\"\n",
         3,
         15,
-        &["clat_prefix", "not implemented"],
+        &["clat_prefix", "must be a /64"],
     );
+    assert_err(
+        "[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"fe80::/64\"\n",
+        3,
+        15,
+        &["clat_prefix", "not a global unicast prefix"],
+    );
+    assert_err(
+        "[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"br-lan\"\n",
+        3,
+        15,
+        &["clat_prefix", "is not an IPv6 /64"],
+    );
+}
+
+#[test]
+fn router_stateless_mode_parses_and_round_trips() {
+    let c = ok("[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"2001:db8:1:ff00::/64\"\n");
+    let r = c.router.as_ref().unwrap();
+    assert_eq!(
+        r.clat_prefix().map(|p| p.to_string()),
+        Some("2001:db8:1:ff00::/64".to_string())
+    );
+    let text = c.effective();
+    assert!(
+        text.contains("clat_prefix = \"2001:db8:1:ff00::/64\""),
+        "{text}"
+    );
+    assert_eq!(ok(&text), c);
 }

@@ -5,8 +5,9 @@
 //!   each CLAT tun, changed through the crash-safe [`Journal`] (the original comes back on
 //!   stop, or at the next start after a kill);
 //! - the nftables table `ip autoclat` ([`crate::nft`]): masquerading to each CLAT's IPv4
-//!   address, TCP MSS clamped to the route MTU, and the counters of forwarded traffic. It is
-//!   created and removed as a unit and never touches another table.
+//!   address (NAT44; not in stateless mode, where the CLATs map each downstream address into
+//!   `clat_prefix`), TCP MSS clamped to the route MTU, and the counters of forwarded traffic.
+//!   It is created and removed as a unit and never touches another table.
 //!
 //! What is wanted is a pure function of the configuration, the links and the running CLATs
 //! ([`want`]); [`Router::reconcile`] brings the host in line and counts what a third party
@@ -43,6 +44,9 @@ pub struct RouterWant {
     pub downstream: BTreeSet<String>,
     /// Each running CLAT's tun and IPv4 address.
     pub clats: BTreeMap<String, Ipv4Addr>,
+    /// Stateless mode (`clat_prefix`): the CLATs map downstream addresses themselves, nothing
+    /// is masqueraded.
+    pub stateless: bool,
 }
 
 impl RouterWant {
@@ -73,7 +77,7 @@ impl RouterWant {
                 .iter()
                 .map(|(tun, v4)| nft::ClatOut {
                     tun: tun.clone(),
-                    masquerade_from_not: Some(*v4),
+                    masquerade_from_not: (!self.stateless).then_some(*v4),
                 })
                 .collect(),
         }
@@ -94,7 +98,11 @@ pub fn want<'a>(
         .filter(|name| cfg.is_downstream(name) && !clats.contains_key(*name))
         .map(str::to_string)
         .collect();
-    RouterWant { downstream, clats }
+    RouterWant {
+        downstream,
+        clats,
+        stateless: cfg.clat_prefix.is_some(),
+    }
 }
 
 /// `/proc/sys/net/ipv4/conf/<iface>/forwarding`.
@@ -216,7 +224,7 @@ impl Router {
             Default::default()
         };
         RouterStatus {
-            mode: "nat44".to_string(),
+            mode: if want.stateless { "stateless" } else { "nat44" }.to_string(),
             downstream: want.downstream.iter().cloned().collect(),
             forwarding: self.forwarding.iter().cloned().collect(),
             table,
@@ -303,5 +311,30 @@ mod tests {
             forwarding_path("br-lan"),
             PathBuf::from("/proc/sys/net/ipv4/conf/br-lan/forwarding")
         );
+    }
+
+    #[test]
+    fn stateless_mode_masquerades_nothing() {
+        let c = crate::config::parse(
+            "[router]\ndownstream = [\"br-lan\"]\nclat_prefix = \"2001:db8:5::/64\"\n",
+            "t.toml",
+        )
+        .unwrap()
+        .router
+        .unwrap();
+        let w = want(
+            &c,
+            ["br-lan", "v4-eth0"],
+            [("v4-eth0".to_string(), Ipv4Addr::new(192, 0, 0, 4))],
+        );
+        assert!(w.stateless && w.active());
+        assert_eq!(w.table().clats[0].masquerade_from_not, None);
+        // The same without clat_prefix masquerades.
+        let nat = want(
+            &cfg(r#"["br-lan"]"#),
+            ["br-lan", "v4-eth0"],
+            [("v4-eth0".to_string(), Ipv4Addr::new(192, 0, 0, 4))],
+        );
+        assert!(!nat.stateless);
     }
 }

@@ -636,8 +636,13 @@ impl Daemon {
             fwmark: None,
             fast_path: plan.fast_path,
             stats_page: self.opts.config.daemon.clatd_path.is_empty(),
-            // Stateless mode is not configured yet: downstream hosts go through NAT44.
-            clat_prefix: None,
+            // Router mode's stateless mapping of downstream hosts (none: NAT44 or no router).
+            clat_prefix: self
+                .opts
+                .config
+                .router
+                .as_ref()
+                .and_then(|r| r.clat_prefix()),
         };
         // `clatd_path` is executed with the daemon's privileges: only a file nobody but
         // root can change is run.
