@@ -98,6 +98,7 @@ fn shipped_default_file_examples_parse_when_uncommented() {
             }
             let body = l.strip_prefix("# ")?;
             let looks_like_toml = body.starts_with("[[uplink]]")
+                || body.starts_with("[router]")
                 || body
                     .split_once(" = ")
                     .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
@@ -120,6 +121,9 @@ fn shipped_default_file_examples_parse_when_uncommented() {
         uplinks: c.uplinks[1..].to_vec(),
         ..Config::default()
     };
+    let router = c.router.as_ref().expect("the [router] example");
+    assert!(router.is_downstream("virbr0") && router.is_downstream("docker0"));
+    assert!(router.clat_prefix().is_some());
     assert!(!examples.rule_for("veth1234").enable);
     assert!(!examples.rule_for("wg0").enable);
     assert_eq!(examples.rule_for("eth0").ipv4_check, Ipv4Check::Link);
