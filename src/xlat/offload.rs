@@ -264,9 +264,6 @@ fn complete_partial_checksum(pkt: &mut [u8], start: usize, offset: usize) {
 /// not). Segments are appended to `out`; returns how many.
 pub fn segment_tcp_v6(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<usize, WireError> {
     const IP6: usize = 40;
-    const CWR: u8 = 0x80;
-    const PSH: u8 = 0x08;
-    const FIN: u8 = 0x01;
     if mss == 0 {
         return Err(WireError::ZeroGsoSize);
     }
@@ -278,22 +275,48 @@ pub fn segment_tcp_v6(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<u
     if thl < 20 || IP6 + thl > end || end > pkt.len() {
         return Err(WireError::NotTcpV6);
     }
-    let headers = &pkt[..IP6 + thl];
-    let payload = &pkt[IP6 + thl..end];
-    let seq = u32::from_be_bytes([pkt[IP6 + 4], pkt[IP6 + 5], pkt[IP6 + 6], pkt[IP6 + 7]]);
-    let flags = pkt[IP6 + 13];
     let addr_sum = checksum::add(0, &pkt[8..40]);
+    let count = cut_tcp(pkt, IP6, thl, end, addr_sum, mss, out, |b, _, l4_len| {
+        b[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    });
+    Ok(count)
+}
+
+/// Cuts the TCP payload of `pkt` (an IP header of `ip` bytes, a TCP header of `thl`, payload up
+/// to `end`) into segments of at most `mss` bytes appended to `out`, as TCP segmentation
+/// offload does: the sequence number advances by each segment's payload, CWR stays on the
+/// first segment only, FIN and PSH on the last only, and each segment gets a full TCP checksum
+/// (`addr_sum`: the sum of the pseudo-header's addresses). `fix_ip(segment, index, tcp
+/// length)` sets the IP header's own fields. Returns how many segments.
+#[allow(clippy::too_many_arguments)]
+fn cut_tcp(
+    pkt: &[u8],
+    ip: usize,
+    thl: usize,
+    end: usize,
+    addr_sum: u64,
+    mss: usize,
+    out: &mut PacketBatch,
+    fix_ip: impl Fn(&mut [u8], usize, usize),
+) -> usize {
+    const CWR: u8 = 0x80;
+    const PSH: u8 = 0x08;
+    const FIN: u8 = 0x01;
+    let headers = &pkt[..ip + thl];
+    let payload = &pkt[ip + thl..end];
+    let seq = u32::from_be_bytes([pkt[ip + 4], pkt[ip + 5], pkt[ip + 6], pkt[ip + 7]]);
+    let flags = pkt[ip + 13];
     let count = payload.len().div_ceil(mss).max(1);
     for i in 0..count {
         let from = (i * mss).min(payload.len());
         let chunk = &payload[from..(from + mss).min(payload.len())];
         let l4_len = thl + chunk.len();
-        out.push_with(IP6 + l4_len, |b| {
+        out.push_with(ip + l4_len, |b| {
             b[..headers.len()].copy_from_slice(headers);
-            b[headers.len()..IP6 + l4_len].copy_from_slice(chunk);
-            b[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            b[headers.len()..ip + l4_len].copy_from_slice(chunk);
+            fix_ip(b, i, l4_len);
             let s = seq.wrapping_add(from as u32);
-            b[IP6 + 4..IP6 + 8].copy_from_slice(&s.to_be_bytes());
+            b[ip + 4..ip + 8].copy_from_slice(&s.to_be_bytes());
             let mut f = flags;
             if i > 0 {
                 f &= !CWR;
@@ -301,14 +324,14 @@ pub fn segment_tcp_v6(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<u
             if i + 1 < count {
                 f &= !(FIN | PSH);
             }
-            b[IP6 + 13] = f;
-            b[IP6 + 16..IP6 + 18].copy_from_slice(&[0, 0]);
-            let sum = checksum::add(addr_sum + l4_len as u64 + 6, &b[IP6..IP6 + l4_len]);
-            b[IP6 + 16..IP6 + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
-            IP6 + l4_len
+            b[ip + 13] = f;
+            b[ip + 16..ip + 18].copy_from_slice(&[0, 0]);
+            let sum = checksum::add(addr_sum + l4_len as u64 + 6, &b[ip..ip + l4_len]);
+            b[ip + 16..ip + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+            ip + l4_len
         });
     }
-    Ok(count)
+    count
 }
 
 /// The TCP/IPv4 headers of a complete packet: `(ip header length, tcp header length, end of
@@ -382,48 +405,19 @@ pub fn gro_segment_size(pkt: &[u8], mtu6: u32) -> Option<u16> {
 /// gets its total length, the identification of the packet plus its index, a new header
 /// checksum and a full TCP checksum. Returns how many were appended to `out`.
 pub fn segment_tcp_v4(pkt: &[u8], mss: usize, out: &mut PacketBatch) -> Result<usize, WireError> {
-    const CWR: u8 = 0x80;
-    const PSH: u8 = 0x08;
-    const FIN: u8 = 0x01;
     if mss == 0 {
         return Err(WireError::ZeroGsoSize);
     }
     let (ihl, thl, end) = tcp4_layout(pkt).ok_or(WireError::NotTcpV4)?;
-    let headers = &pkt[..ihl + thl];
-    let payload = &pkt[ihl + thl..end];
-    let seq = u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]]);
     let id = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let flags = pkt[ihl + 13];
     let addr_sum = checksum::add(0, &pkt[12..20]);
-    let count = payload.len().div_ceil(mss).max(1);
-    for i in 0..count {
-        let from = (i * mss).min(payload.len());
-        let chunk = &payload[from..(from + mss).min(payload.len())];
-        let l4_len = thl + chunk.len();
-        out.push_with(ihl + l4_len, |b| {
-            b[..headers.len()].copy_from_slice(headers);
-            b[headers.len()..ihl + l4_len].copy_from_slice(chunk);
-            b[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
-            b[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-            b[10..12].copy_from_slice(&[0, 0]);
-            let h = checksum::finish(checksum::add(0, &b[..ihl]));
-            b[10..12].copy_from_slice(&h.to_be_bytes());
-            let s = seq.wrapping_add(from as u32);
-            b[ihl + 4..ihl + 8].copy_from_slice(&s.to_be_bytes());
-            let mut f = flags;
-            if i > 0 {
-                f &= !CWR;
-            }
-            if i + 1 < count {
-                f &= !(FIN | PSH);
-            }
-            b[ihl + 13] = f;
-            b[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
-            let sum = checksum::add(addr_sum + l4_len as u64 + 6, &b[ihl..ihl + l4_len]);
-            b[ihl + 16..ihl + 18].copy_from_slice(&checksum::finish(sum).to_be_bytes());
-            ihl + l4_len
-        });
-    }
+    let count = cut_tcp(pkt, ihl, thl, end, addr_sum, mss, out, |b, i, l4_len| {
+        b[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
+        b[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        b[10..12].copy_from_slice(&[0, 0]);
+        let h = checksum::finish(checksum::add(0, &b[..ihl]));
+        b[10..12].copy_from_slice(&h.to_be_bytes());
+    });
     Ok(count)
 }
 
