@@ -817,6 +817,7 @@ fn probe_built() -> Result<(), BpfError> {
 }
 
 /// CAP_NET_ADMIN (bit 12) in the effective set, from /proc/self/status.
+#[cfg(not(autoclat_bpf_missing))]
 fn has_net_admin() -> bool {
     const CAP_NET_ADMIN: u32 = 12;
     std::fs::read_to_string("/proc/self/status")
