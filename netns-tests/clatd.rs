@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use autoclat::discovery::Nat64Prefix;
 use autoclat::translator::{
-    open_rx, open_tx, rx_filter, rx_filter_exact, set_rx_filter, FastPathExclusion,
+    open_rx, open_tx, rx_filter, rx_filter_behind, rx_framing, set_rx_filter, FastPathExclusion,
+    RxFraming,
 };
 
 const CLAT_V4: &str = "192.0.0.4";
@@ -412,13 +413,17 @@ impl Topology {
 
     /// Open the uplink sockets inside the client namespace, as the supervisor does.
     fn open_sockets(&self) -> (OwnedFd, OwnedFd) {
+        let (rx, tx, _) = self.open_sockets_framed();
+        (rx, tx)
+    }
+
+    /// [`Self::open_sockets`], and how the receive socket frames packets.
+    fn open_sockets_framed(&self) -> (OwnedFd, OwnedFd, RxFraming) {
         let ifindex = self.ifindex;
         in_netns(&self.client, move || {
             let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
-            (
-                open_rx(ifindex, v6, None, None).unwrap(),
-                open_tx(ifindex, None).unwrap(),
-            )
+            let (rx, framing) = open_rx(ifindex, v6, None, None, None).unwrap();
+            (rx, open_tx(ifindex, None).unwrap(), framing)
         })
     }
 }
@@ -711,7 +716,10 @@ fn ping_udp_tcp_through_clatd_with_its_own_sockets_then_sigterm() {
 fn inherited_sockets_and_the_fast_path_filter() {
     require_root!();
     let mut t = Topology::new(PREFIX);
-    let (rx, tx) = t.open_sockets();
+    let (rx, tx, framing) = t.open_sockets_framed();
+    // On a veth (Ethernet): a raw socket with virtio headers, the filter past 14 octets.
+    assert_eq!(framing, RxFraming::VnetHdr { link_len: 14 });
+    let link_len = 14;
     // The supervisor keeps a copy of the receive socket to change its filter later.
     let rx_copy = rx.try_clone().unwrap();
     t.spawn_clatd(Some((rx, tx)), &["-m", "0x74", "-n", "5"]);
@@ -725,7 +733,8 @@ fn inherited_sockets_and_the_fast_path_filter() {
     // no longer sees the echo (nothing else translates it here); ICMP still goes to clatd.
     let ex = FastPathExclusion { prefix: t.prefix };
     let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
-    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None, Some(&ex))).unwrap();
+    let filter = |v4, ex| rx_filter_behind(link_len, v6, v4, None, ex);
+    set_rx_filter(rx_copy.as_fd(), &filter(None, Some(&ex))).unwrap();
     assert!(!udp_roundtrip(&client, port, b"excluded"));
     assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
     // Issue 9 §3: hop limit 0 is not the fast path's, so clatd still sees it and answers Time
@@ -733,7 +742,7 @@ fn inherited_sockets_and_the_fast_path_filter() {
     // with the filter that knows the CLAT's IPv4 address.
     assert!(hop_limit_zero_draws_time_exceeded(&t, v6), "rx_filter");
     let v4: Ipv4Addr = CLAT_V4.parse().unwrap();
-    set_rx_filter(rx_copy.as_fd(), &rx_filter_exact(v6, v4, None, Some(&ex))).unwrap();
+    set_rx_filter(rx_copy.as_fd(), &filter(Some(v4), Some(&ex))).unwrap();
     assert!(!udp_roundtrip(&client, port, b"excluded"));
     assert!(
         hop_limit_zero_draws_time_exceeded(&t, v6),
@@ -741,11 +750,50 @@ fn inherited_sockets_and_the_fast_path_filter() {
     );
 
     // Fast path "off" again.
-    set_rx_filter(rx_copy.as_fd(), &rx_filter(v6, None, None)).unwrap();
+    set_rx_filter(rx_copy.as_fd(), &filter(None, None)).unwrap();
     assert!(udp_roundtrip(&client, port, b"after the fast path"));
 
     let (status, logs) = t.stop_clatd();
     assert_eq!(status.code(), Some(0), "{logs:?}");
+}
+
+/// A cooked (`SOCK_DGRAM`) receive socket, as the supervisor opens on links whose
+/// link-layer header it does not know: clatd takes it and translates ping, UDP and TCP both
+/// ways, and a raw packet socket without virtio headers is refused.
+#[test]
+fn a_cooked_receive_socket_works_and_a_bare_raw_one_is_refused() {
+    require_root!();
+    let mut t = Topology::new(PREFIX);
+    let ifindex = t.ifindex;
+    let (rx, tx) = in_netns(&t.client, move || {
+        let v6: Ipv6Addr = CLAT_V6.parse().unwrap();
+        let rx = autoclat::translator::sockets::open_packet_rx(ifindex, &rx_filter(v6, None, None))
+            .unwrap();
+        (rx, open_tx(ifindex, None).unwrap())
+    });
+    assert_eq!(rx_framing(rx.as_fd()), Some(RxFraming::Cooked));
+    t.spawn_clatd(Some((rx, tx)), &[]);
+    let client = t.client.clone();
+    assert_eq!(ping4(&client, SERVER_V4, 2, 100), 2);
+    let port = udp_echo_server(&t.peer, t.server_v6);
+    assert!(udp_roundtrip(&client, port, b"through a cooked socket"));
+    let port = tcp_echo_server(&t.peer, t.server_v6);
+    tcp_roundtrip(&client, port, 1 << 20);
+    let (status, logs) = t.stop_clatd();
+    assert_eq!(status.code(), Some(0), "{logs:?}");
+
+    // SOCK_RAW without PACKET_VNET_HDR: the frames would start with a link-layer header
+    // clatd cannot tell from the packet. Refused at start-up.
+    // SAFETY: plain socket(2) call.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0);
+    // SAFETY: just created, owned by nobody else.
+    let raw = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    assert_eq!(rx_framing(raw.as_fd()), None);
+    let tx = in_netns(&t.client, move || open_tx(ifindex, None).unwrap());
+    let (code, err) = run_clatd_once(&t, &raw, &tx);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("-r 11: not a packet socket"), "{err}");
 }
 
 /// Sends UDP with hop limit 0 from the server to the CLAT address; true when an ICMPv6 Time

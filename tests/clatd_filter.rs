@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use autoclat::bpf::fast_path_takes_ingress;
 use autoclat::discovery::Nat64Prefix;
-use autoclat::translator::{rx_filter, rx_filter_exact, FastPathExclusion};
+use autoclat::translator::{rx_filter, rx_filter_behind, rx_filter_exact, FastPathExclusion};
 use libc::sock_filter;
 use proptest::prelude::*;
 
@@ -566,5 +566,56 @@ proptest! {
         // Whatever is to the CLAT prefix or the CLAT address and not taken reaches clatd.
         let no_ex = rx_filter(CLAT, Some(&cp), None);
         prop_assert_eq!(accepts(&no_ex, &pkt), addr(24) == CLAT || cp.contains(addr(24)));
+    }
+}
+
+/// `pkt` behind a 14-octet Ethernet header, as a `SOCK_RAW` packet socket's filter sees it.
+fn framed(pkt: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+    f.extend_from_slice(pkt);
+    f
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Behind a link-layer header (the raw receive socket with virtio headers), every filter
+    /// gives the framed packet the verdict the cooked filter gives the bare packet: the
+    /// lengths checks included, and nothing is read from the link-layer header.
+    #[test]
+    fn a_filter_behind_a_link_header_agrees_with_the_cooked_one(
+        (i, pkt) in stateless_candidate(),
+        stateless in any::<bool>(),
+        exact in any::<bool>(),
+        fast_path in any::<bool>(),
+    ) {
+        let ex = FastPathExclusion { prefix: prefix(LENGTHS[i]) };
+        let cp = clat_prefix();
+        let cp = stateless.then_some(&cp);
+        let ex = fast_path.then_some(&ex);
+        let v4 = exact.then_some(CLAT4);
+        let cooked = match v4 {
+            Some(v4) => rx_filter_exact(CLAT, v4, cp, ex),
+            None => rx_filter(CLAT, cp, ex),
+        };
+        let raw = rx_filter_behind(14, CLAT, v4, cp, ex);
+        prop_assert_eq!(accepts(&raw, &framed(&pkt)), accepts(&cooked, &pkt));
+        // Cut short inside the IPv6 header, framed or not: the same verdict again.
+        let short = &pkt[..pkt.len().min(30)];
+        prop_assert_eq!(accepts(&raw, &framed(short)), accepts(&cooked, short));
+    }
+}
+
+#[test]
+fn the_filter_behind_no_header_is_the_cooked_one() {
+    let ex = FastPathExclusion {
+        prefix: prefix("64:ff9b::/96"),
+    };
+    let cp = clat_prefix();
+    let a = rx_filter_behind(0, CLAT, Some(CLAT4), Some(&cp), Some(&ex));
+    let b = rx_filter_exact(CLAT, CLAT4, Some(&cp), Some(&ex));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.code, x.jt, x.jf, x.k), (y.code, y.jt, y.jf, y.k));
     }
 }

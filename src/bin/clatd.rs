@@ -24,8 +24,8 @@ use autoclat::translator::sockets::{bind_tx_source, socket_kind};
 use autoclat::translator::stats::StatsPage;
 use autoclat::translator::tun::{is_open, set_cloexec, set_nonblocking};
 use autoclat::translator::{
-    check_tun, lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, ClatdArgs, Exit,
-    Fds, IoLoop,
+    check_tun, lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, rx_framing,
+    ClatdArgs, Exit, Fds, IoLoop,
 };
 use autoclat::xlat::{Translator, XlatConfig};
 
@@ -209,23 +209,21 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("-i {}: {}", args.uplink, io::Error::from(e)))?;
     let mtu6 = uplink_mtu(&args.uplink).map_err(|e| anyhow!("-i {}: MTU: {e}", args.uplink))?;
 
-    let rx = match args.rx_fd {
+    let (rx, rx_framing) = match args.rx_fd {
         Some(fd) => {
             let owned = adopt('r', fd)?;
-            check_kind(
-                'r',
-                &owned,
-                libc::AF_PACKET,
-                libc::SOCK_DGRAM,
-                "a packet socket",
-            )?;
-            owned
+            let framing = rx_framing(std::os::fd::AsFd::as_fd(&owned)).ok_or_else(|| {
+                anyhow!(
+                    "-r {fd}: not a packet socket (SOCK_DGRAM, or SOCK_RAW with PACKET_VNET_HDR)"
+                )
+            })?;
+            (owned, framing)
         }
         None => {
-            let fd = open_rx(ifindex, args.v6, args.clat_prefix, None)
+            let (fd, framing) = open_rx(ifindex, args.v6, None, args.clat_prefix, None)
                 .with_context(|| format!("receive socket on {}", args.uplink))?;
             lock_rx_filter(std::os::fd::AsFd::as_fd(&fd)).context("receive socket")?;
-            fd
+            (fd, framing)
         }
     };
     match rx_filter_locked(std::os::fd::AsFd::as_fd(&rx)) {
@@ -363,6 +361,7 @@ fn run(args: &ClatdArgs) -> anyhow::Result<()> {
     let fds = Fds {
         tun: std::os::fd::AsFd::as_fd(&tun),
         rx: std::os::fd::AsFd::as_fd(&rx),
+        rx_framing,
         tx: std::os::fd::AsFd::as_fd(&tx),
         tun_vnet_hdr: tun_info.vnet_hdr_len,
         gso: gso_fd

@@ -652,22 +652,15 @@ impl Controller {
             prefix: spec.prefix,
         });
         let step = |what: &str| format!("open the translator's {what} socket on {}", spec.uplink);
-        let clat_prefix = spec.clat_prefix;
-        let exact = exclude.as_ref().map(|ex| {
-            crate::translator::filter::rx_filter_exact(
-                spec.v6,
-                spec.v4,
-                clat_prefix.as_ref(),
-                Some(ex),
-            )
-        });
-        let rx = crate::translator::open_rx(spec.uplink_ifindex, spec.v6, clat_prefix, exclude)
-            .map_err(|e| ControllerError::step(step("receive"), e))?;
         // With our IPv4 address known, the filter leaves out exactly what the fast path takes.
-        if let Some(filter) = exact {
-            crate::translator::set_rx_filter(rx.as_fd(), &filter)
-                .map_err(|e| ControllerError::step(step("receive"), e))?;
-        }
+        let (rx, _framing) = crate::translator::open_rx(
+            spec.uplink_ifindex,
+            spec.v6,
+            Some(spec.v4),
+            spec.clat_prefix,
+            exclude,
+        )
+        .map_err(|e| ControllerError::step(step("receive"), e))?;
         // Final: locked before the translator gets it, so not even a compromised translator
         // can widen what it receives.
         crate::translator::lock_rx_filter(rx.as_fd())

@@ -39,7 +39,8 @@ pub struct ClatdArgs {
     /// Android network id; accepted for compatibility, only logged.
     #[arg(short = 'n', value_name = "NETID", value_parser = parse_u32_auto)]
     pub netid: Option<u32>,
-    /// An inherited packet socket to receive from (opened by the supervisor).
+    /// An inherited packet socket to receive from (opened by the supervisor): `SOCK_DGRAM`, or
+    /// `SOCK_RAW` with `PACKET_VNET_HDR` (GRO-merged packets then come with their segment size).
     #[arg(short = 'r', value_name = "RXFD", value_parser = parse_fd)]
     pub rx_fd: Option<RawFd>,
     /// An inherited raw IPv6 socket to send on (opened by the supervisor).

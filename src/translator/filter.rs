@@ -1,7 +1,9 @@
 //! The classic BPF socket filter of the translator's receive socket.
 //!
-//! The receive socket is an `AF_PACKET`/`SOCK_DGRAM` socket bound with `ETH_P_ALL` to the uplink,
-//! so the filter sees the network header at offset 0 and reads the link-layer protocol and the
+//! The receive socket is an `AF_PACKET` socket bound with `ETH_P_ALL` to the uplink. As a
+//! `SOCK_DGRAM` socket the filter sees the network header at offset 0; as a `SOCK_RAW` socket
+//! (the one with virtio headers, see `sockets::RxFraming`) it sees the link-layer header first,
+//! and every packet offset is shifted by that header's length. It reads the link-layer protocol and the
 //! packet type through the ancillary offsets `SKF_AD_PROTOCOL` and `SKF_AD_PKTTYPE`. It accepts
 //! IPv6 packets to the CLAT's IPv6 address (and, in stateless mode, to any address inside the
 //! CLAT prefix, a /64: its first two 32-bit words) that were not sent by this host; when the eBPF fast
@@ -91,10 +93,24 @@ struct Insn {
 struct Program {
     body: Vec<Insn>,
     labels: Vec<(&'static str, usize)>,
+    /// The link-layer header before the IPv6 header (0 on a `SOCK_DGRAM` socket).
+    link_len: u32,
+}
+
+/// The absolute loads (whose `k` is an offset into the packet unless it is ancillary).
+const fn is_abs_load(code: u16) -> bool {
+    code == LD_W_ABS || code == LD_H_ABS || code == LD_B_ABS
 }
 
 impl Program {
+    /// One instruction; a packet offset of an absolute load is taken from the IPv6 header
+    /// and moved past the link-layer header here (ancillary offsets, negative as i32, stay).
     fn stmt(&mut self, code: u16, k: u32) {
+        let k = if is_abs_load(code) && (k as i32) >= 0 {
+            k + self.link_len
+        } else {
+            k
+        };
         self.body.push(Insn {
             code,
             k,
@@ -178,7 +194,7 @@ pub fn rx_filter(
     clat_prefix: Option<&Nat64Prefix>,
     exclude: Option<&FastPathExclusion>,
 ) -> Vec<sock_filter> {
-    build(clat_v6, None, clat_prefix, exclude)
+    build(0, clat_v6, None, clat_prefix, exclude)
 }
 
 /// [`rx_filter`] that also knows the CLAT's IPv4 address `clat_v4`, so that with `exclude` it
@@ -189,16 +205,33 @@ pub fn rx_filter_exact(
     clat_prefix: Option<&Nat64Prefix>,
     exclude: Option<&FastPathExclusion>,
 ) -> Vec<sock_filter> {
-    build(clat_v6, Some(clat_v4), clat_prefix, exclude)
+    build(0, clat_v6, Some(clat_v4), clat_prefix, exclude)
 }
 
-fn build(
+/// [`rx_filter`] (with `clat_v4`: [`rx_filter_exact`]) for a socket that delivers `link_len`
+/// octets of link-layer header before the IPv6 header (a `SOCK_RAW` packet socket: 14 on
+/// Ethernet). The same verdicts on the same IPv6 packets.
+pub fn rx_filter_behind(
+    link_len: u8,
     clat_v6: Ipv6Addr,
     clat_v4: Option<Ipv4Addr>,
     clat_prefix: Option<&Nat64Prefix>,
     exclude: Option<&FastPathExclusion>,
 ) -> Vec<sock_filter> {
-    let mut p = Program::default();
+    build(u32::from(link_len), clat_v6, clat_v4, clat_prefix, exclude)
+}
+
+fn build(
+    link_len: u32,
+    clat_v6: Ipv6Addr,
+    clat_v4: Option<Ipv4Addr>,
+    clat_prefix: Option<&Nat64Prefix>,
+    exclude: Option<&FastPathExclusion>,
+) -> Vec<sock_filter> {
+    let mut p = Program {
+        link_len,
+        ..Program::default()
+    };
 
     p.stmt(LD_W_ABS, ancillary(libc::SKF_AD_PROTOCOL));
     p.jeq(ETH_P_IPV6, To::Next, To::Reject);
@@ -296,12 +329,12 @@ fn build(
         p.jeq(127, To::Accept, To::Next);
         p.jump(JMP_JGE_K, 224, To::Accept, To::Next);
         // Lengths: a payload of at least a UDP header that fits the packet (the socket sees
-        // the packet from its IPv6 header on, link-layer padding included) and leaves the
+        // the packet from its link-layer header, if any, on, padding included) and leaves the
         // IPv4 packet within 65535 octets.
         p.stmt(LD_H_ABS, OFF_PAYLOAD_LEN);
         p.jump(JMP_JGT_K, 65535 - 20, To::Accept, To::Next);
         p.jump(JMP_JGE_K, 8, To::Next, To::Accept);
-        p.stmt(ALU_ADD_K, 40);
+        p.stmt(ALU_ADD_K, 40 + link_len);
         p.stmt(MISC_TAX, 0);
         p.stmt(LD_W_LEN, 0);
         p.jump(JMP_JGE_X, 0, To::Next, To::Accept);

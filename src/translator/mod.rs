@@ -13,9 +13,10 @@ pub mod stats;
 pub mod tun;
 
 pub use args::{ArgsError, ClatdArgs};
-pub use filter::{rx_filter, rx_filter_exact, FastPathExclusion};
+pub use filter::{rx_filter, rx_filter_behind, rx_filter_exact, FastPathExclusion};
 pub use run::{Exit, Fds, IoCounters, IoLoop, RunError};
 pub use sockets::{
-    lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, set_rx_filter, SocketError,
+    lock_rx_filter, open_gso_tx, open_rx, open_tx, rx_filter_locked, rx_framing, set_rx_filter,
+    RxFraming, SocketError,
 };
 pub use tun::{check_tun, TunError, TunInfo};

@@ -27,16 +27,19 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::csum::complete_ipv6_checksum;
 use super::neigh::NextHops;
-use super::sockets::enable_auxdata;
+use super::sockets::{enable_auxdata, RxFraming};
 use crate::xlat::{
-    gro_segment_size, segment_tcp_v4, tcp4_gso_for_tun, to_wire_packets, Counters, PacketBatch,
-    Translator, VnetHdr,
+    gro_segment_size, received_segment_size, segment_tcp_v4, split_rx_frame, tcp4_gso_for_tun,
+    to_wire_packets, Counters, PacketBatch, Translator, VnetHdr,
 };
 
 /// Packets read per system call (receive socket) or per round (tun).
 pub const BATCH: usize = 32;
 /// Room for one received packet: a GRO-merged IPv6 packet can reach 64 KiB.
 pub const SLOT: usize = 65536;
+/// Room for one frame from the receive socket: a packet, and before it a virtio header and a
+/// link-layer header ([`RxFraming::VnetHdr`]).
+const RX_SLOT: usize = SLOT + 256;
 /// Packets per `sendmmsg`: a 64 KiB super-packet from the tun makes about 45 segments.
 const TX_BATCH: usize = 128;
 /// Largest virtio header accepted on the tun (10, or 12 with `num_buffers`; newer kernels
@@ -145,6 +148,8 @@ pub struct Fds<'a> {
     pub tun: BorrowedFd<'a>,
     /// The uplink packet socket (IPv6 in), non-blocking.
     pub rx: BorrowedFd<'a>,
+    /// What comes before each packet read from `rx`.
+    pub rx_framing: RxFraming,
     /// The uplink raw IPv6 socket (IPv6 out), non-blocking.
     pub tx: BorrowedFd<'a>,
     /// The size of the `virtio_net_hdr` before every packet on the tun, if it has
@@ -171,7 +176,7 @@ pub struct GsoSend {
 pub struct IoLoop {
     translator: Translator,
     io: IoCounters,
-    /// `BATCH` receive slots of `SLOT` bytes.
+    /// `BATCH` receive slots of `RX_SLOT` bytes.
     rx_buf: Vec<u8>,
     rx_iov: Vec<libc::iovec>,
     rx_hdr: Vec<libc::mmsghdr>,
@@ -215,7 +220,7 @@ impl IoLoop {
         Self {
             translator,
             io: IoCounters::default(),
-            rx_buf: vec![0; BATCH * SLOT],
+            rx_buf: vec![0; BATCH * RX_SLOT],
             rx_iov: Vec::with_capacity(BATCH),
             rx_hdr: Vec::with_capacity(BATCH),
             rx_cmsg: vec![0; BATCH * CMSG_WORDS],
@@ -373,10 +378,10 @@ impl IoLoop {
     fn uplink_to_tun(&mut self, fds: Fds<'_>) -> Result<bool, RunError> {
         self.rx_iov.clear();
         self.rx_hdr.clear();
-        for slot in self.rx_buf.chunks_exact_mut(SLOT) {
+        for slot in self.rx_buf.chunks_exact_mut(RX_SLOT) {
             self.rx_iov.push(libc::iovec {
                 iov_base: slot.as_mut_ptr().cast(),
-                iov_len: SLOT,
+                iov_len: RX_SLOT,
             });
         }
         for (iov, cmsg) in self
@@ -427,14 +432,29 @@ impl IoLoop {
         let mtu6 = self.translator.config().mtu6;
         for (i, h) in self.rx_hdr[..n].iter().enumerate() {
             let len = h.msg_len as usize;
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > SLOT {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > RX_SLOT {
                 self.io.rx_truncated += 1;
                 continue;
             }
+            let aux = auxdata(&h.msg_hdr);
+            let frame = &mut self.rx_buf[i * RX_SLOT..i * RX_SLOT + len];
+            // With virtio headers: the header, then the link-layer header (`tp_net` long).
+            let (vnet, pkt) = match fds.rx_framing {
+                RxFraming::Cooked => (None, frame),
+                RxFraming::VnetHdr { .. } => {
+                    let net_off = aux.map_or(0, |a| usize::from(a.tp_net));
+                    match split_rx_frame(frame, net_off) {
+                        Some((vh, start)) => (Some(vh), &mut frame[start..]),
+                        None => {
+                            self.io.rx_truncated += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
             self.io.rx_packets += 1;
-            self.io.rx_bytes += len as u64;
-            let pkt = &mut self.rx_buf[i * SLOT..i * SLOT + len];
-            if checksum_not_ready(&h.msg_hdr) {
+            self.io.rx_bytes += pkt.len() as u64;
+            if aux.is_some_and(|a| a.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0) {
                 complete_ipv6_checksum(pkt);
             }
             let pkt = &*pkt;
@@ -442,9 +462,14 @@ impl IoLoop {
             self.translator
                 .ipv6_to_ipv4(pkt, &mut self.to_v4, &mut self.to_v6);
             // A GRO-merged TCP packet (bigger than the uplink could carry): it goes into the
-            // tun with a segment size, so that forwarding can cut it again.
+            // tun with a segment size, so that forwarding can cut it again. The virtio header
+            // has the real one; a cooked socket leaves only the uplink MTU to go by.
             for k in before..self.to_v4.len() {
-                if let Some(mss) = self.to_v4.get(k).and_then(|p| gro_segment_size(p, mtu6)) {
+                let mss = self.to_v4.get(k).and_then(|p| match &vnet {
+                    Some(vh) => received_segment_size(vh, p),
+                    None => gro_segment_size(p, mtu6),
+                });
+                if let Some(mss) = mss {
                     self.v4_gso.push((k, mss));
                 }
             }
@@ -796,9 +821,9 @@ impl IoLoop {
     }
 }
 
-/// Whether the `PACKET_AUXDATA` control message of a received packet says its transport
-/// checksum is only partial.
-fn checksum_not_ready(msg: &libc::msghdr) -> bool {
+/// The `PACKET_AUXDATA` control message of a received packet: whether its transport checksum
+/// is only partial (`tp_status`), where its network header starts (`tp_net`).
+fn auxdata(msg: &libc::msghdr) -> Option<libc::tpacket_auxdata> {
     // SAFETY: `msg` was filled by recvmmsg: msg_control/msg_controllen describe the control
     // messages the kernel wrote into our buffer, which the CMSG macros walk within bounds.
     unsafe {
@@ -809,15 +834,16 @@ fn checksum_not_ready(msg: &libc::msghdr) -> bool {
                 && (*c).cmsg_len as usize
                     >= libc::CMSG_LEN(mem::size_of::<libc::tpacket_auxdata>() as u32) as usize
             {
-                let aux = libc::CMSG_DATA(c)
-                    .cast::<libc::tpacket_auxdata>()
-                    .read_unaligned();
-                return aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0;
+                return Some(
+                    libc::CMSG_DATA(c)
+                        .cast::<libc::tpacket_auxdata>()
+                        .read_unaligned(),
+                );
             }
             c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    false
+    None
 }
 
 /// One `writev` of `hdr` and `pkt` into the tun, counted.

@@ -5,14 +5,41 @@
 
 use std::io;
 use std::mem;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use libc::{c_int, c_void, sock_filter, socklen_t};
 
 use crate::nat64::Nat64Prefix;
 
-pub use super::filter::{rx_filter, rx_filter_exact, FastPathExclusion};
+pub use super::filter::{rx_filter, rx_filter_behind, rx_filter_exact, FastPathExclusion};
+
+/// How the receive socket hands over a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxFraming {
+    /// `SOCK_DGRAM`: the IPv6 packet alone. A GRO-merged packet arrives without its segment
+    /// size, which the loop can then only estimate from the uplink MTU.
+    Cooked,
+    /// `SOCK_RAW` with `PACKET_VNET_HDR`: `[virtio_net_hdr][link-layer header][IPv6 packet]`.
+    /// The virtio header gives a GRO-merged packet's real segment size; the link-layer header
+    /// is `link_len` octets on this uplink (14 on Ethernet, 0 on a link without one), which the
+    /// filter skips; the loop skips what `PACKET_AUXDATA`'s `tp_net` says for each packet.
+    VnetHdr { link_len: u8 },
+}
+
+/// `ARPHRD_RAWIP` (linux/if_arp.h; `libc` lacks it): raw IP, no link-layer header.
+const ARPHRD_RAWIP: u16 = 519;
+
+/// The framing a receive socket on a link of hardware type `hatype` uses: with virtio
+/// headers on Ethernet (14-octet header) and on links without a link-layer header; cooked
+/// on anything else (whose headers we do not know the length of).
+pub fn framing_for_hatype(hatype: u16) -> RxFraming {
+    match hatype {
+        libc::ARPHRD_ETHER => RxFraming::VnetHdr { link_len: 14 },
+        libc::ARPHRD_NONE | ARPHRD_RAWIP => RxFraming::VnetHdr { link_len: 0 },
+        _ => RxFraming::Cooked,
+    }
+}
 
 /// The receive buffer we ask for: bursts of a fast uplink must not overflow it while the
 /// translator is busy with the previous batch.
@@ -77,10 +104,13 @@ fn socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Open the receive socket on uplink `ifindex`: `AF_PACKET`, `SOCK_DGRAM`, `ETH_P_ALL` (so it
-/// sees frames before tc ingress, where the fast path's program drops the kernel's own copy of
-/// packets to the CLAT address), filtered by [`rx_filter`] (destination `clat_v6`, or inside
-/// `clat_prefix` in stateless mode).
+/// Open the receive socket on uplink `ifindex`: `AF_PACKET`, `ETH_P_ALL` (so it sees frames
+/// before tc ingress, where the fast path's program drops the kernel's own copy of packets to
+/// the CLAT address), filtered by [`rx_filter_behind`] (destination `clat_v6`, or inside
+/// `clat_prefix` in stateless mode; with `exclude`, not what the fast path takes, exactly so
+/// when `clat_v4` is known). On Ethernet and on links without a link-layer header it is a
+/// `SOCK_RAW` socket with `PACKET_VNET_HDR`, so that GRO-merged packets come with their
+/// segment size; elsewhere `SOCK_DGRAM` (see [`RxFraming`]).
 ///
 /// The socket is created with protocol 0, which delivers nothing, and only bound to
 /// `ETH_P_ALL` on the uplink once the filter is attached: no unfiltered packet from another
@@ -88,13 +118,41 @@ fn socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
 pub fn open_rx(
     ifindex: u32,
     clat_v6: Ipv6Addr,
+    clat_v4: Option<Ipv4Addr>,
     clat_prefix: Option<Nat64Prefix>,
     exclude: Option<FastPathExclusion>,
-) -> Result<OwnedFd, SocketError> {
-    let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0).map_err(sys("socket(AF_PACKET)"))?;
+) -> Result<(OwnedFd, RxFraming), SocketError> {
+    // A raw socket bound with protocol 0 receives nothing; its name tells the link type.
+    let raw = socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map_err(sys("socket(AF_PACKET)"))?;
+    bind_packet(raw.as_fd(), ifindex, 0, "bind(AF_PACKET)")?;
+    let hatype = bound_hatype(raw.as_fd()).map_err(sys("getsockname(AF_PACKET)"))?;
+    let one: c_int = 1;
+    let (fd, framing) = match framing_for_hatype(hatype) {
+        RxFraming::VnetHdr { link_len }
+            if setsockopt(raw.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one).is_ok() =>
+        {
+            (raw, RxFraming::VnetHdr { link_len })
+        }
+        _ => {
+            drop(raw);
+            let fd =
+                socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0).map_err(sys("socket(AF_PACKET)"))?;
+            (fd, RxFraming::Cooked)
+        }
+    };
+    let link_len = match framing {
+        RxFraming::Cooked => 0,
+        RxFraming::VnetHdr { link_len } => link_len,
+    };
     set_rx_filter(
         fd.as_fd(),
-        &rx_filter(clat_v6, clat_prefix.as_ref(), exclude.as_ref()),
+        &rx_filter_behind(
+            link_len,
+            clat_v6,
+            clat_v4,
+            clat_prefix.as_ref(),
+            exclude.as_ref(),
+        ),
     )?;
 
     // A large buffer; SO_RCVBUFFORCE ignores rmem_max but needs CAP_NET_ADMIN.
@@ -124,7 +182,48 @@ pub fn open_rx(
         libc::ETH_P_ALL as u16,
         "bind(AF_PACKET)",
     )?;
-    Ok(fd)
+    Ok((fd, framing))
+}
+
+/// The framing of an inherited receive socket: `SOCK_DGRAM`, or `SOCK_RAW` with
+/// `PACKET_VNET_HDR`; `None` for anything else (a raw socket without virtio headers, or not
+/// a packet socket).
+pub fn rx_framing(fd: BorrowedFd<'_>) -> Option<RxFraming> {
+    let (domain, ty) = socket_kind(fd).ok()?;
+    if domain != libc::AF_PACKET {
+        return None;
+    }
+    match ty {
+        libc::SOCK_DGRAM => Some(RxFraming::Cooked),
+        libc::SOCK_RAW if has_vnet_hdr(fd) => {
+            let link_len = match bound_hatype(fd).map(framing_for_hatype) {
+                Ok(RxFraming::VnetHdr { link_len }) => link_len,
+                // Unknown header length: the loop finds it per packet (tp_net) anyway.
+                _ => 0,
+            };
+            Some(RxFraming::VnetHdr { link_len })
+        }
+        _ => None,
+    }
+}
+
+/// The hardware type (`ARPHRD_*`) of the link a packet socket is bound to.
+fn bound_hatype(fd: BorrowedFd<'_>) -> io::Result<u16> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_ll>() as socklen_t;
+    // SAFETY: `sll` is a live sockaddr_ll and `len` its size.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut sll as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sll.sll_hatype)
 }
 
 /// A small `AF_PACKET`/`SOCK_DGRAM` receive socket on uplink `ifindex` with `filter` attached

@@ -31,8 +31,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::nat64::Nat64Prefix;
 
 pub use offload::{
-    gro_segment_size, segment_tcp_v4, segment_tcp_v6, tcp4_gso_for_tun, to_wire_packets, VnetHdr,
-    WireError,
+    gro_segment_size, received_segment_size, segment_tcp_v4, segment_tcp_v6, split_rx_frame,
+    tcp4_gso_for_tun, to_wire_packets, VnetHdr, WireError,
 };
 
 /// The IPv4 "dummy" address of RFC 7600, the source of ICMPv4 errors the translator makes up

@@ -383,10 +383,11 @@ pub fn tcp4_gso_for_tun(pkt: &mut [u8], mss: u16) -> Option<VnetHdr> {
 
 /// The segment size to give a translated TCP/IPv4 packet that is bigger than an uplink of
 /// IPv6 MTU `mtu6` can carry, so it was merged by GRO from several segments: the largest
-/// payload one segment on that uplink could have had (`mtu6` − 40 − the TCP header). The
-/// receive socket (`AF_PACKET`/`SOCK_DGRAM`, where the kernel refuses `PACKET_VNET_HDR`)
-/// does not tell the original segment size; every original segment was at most this big, so
-/// the segments cut at this size fit wherever the uplink's did, 20 bytes smaller.
+/// payload one segment on that uplink could have had (`mtu6` − 40 − the TCP header). For a
+/// cooked receive socket (`AF_PACKET`/`SOCK_DGRAM`, where the kernel refuses
+/// `PACKET_VNET_HDR`), which does not tell the original segment size (with virtio headers,
+/// [`received_segment_size`] has it): every original segment was at most this big, so the
+/// segments cut at this size fit wherever the uplink's did, 20 bytes smaller.
 /// `None` for a packet that fits (or is not TCP/IPv4).
 pub fn gro_segment_size(pkt: &[u8], mtu6: u32) -> Option<u16> {
     let (ihl, thl, end) = tcp4_layout(pkt)?;
@@ -398,6 +399,28 @@ pub fn gro_segment_size(pkt: &[u8], mtu6: u32) -> Option<u16> {
     (end - ihl - thl > mss)
         .then(|| u16::try_from(mss).ok())
         .flatten()
+}
+
+/// A frame from a receive packet socket with `PACKET_VNET_HDR`: `[virtio_net_hdr][link-layer
+/// header of `net_off` octets][IPv6 packet]` (the kernel writes the header in the host's
+/// virtio order, little-endian on the hosts we build for). Returns the header and the offset of
+/// the IPv6 packet; `None` if the frame is shorter than both headers.
+pub fn split_rx_frame(frame: &[u8], net_off: usize) -> Option<(VnetHdr, usize)> {
+    let vh = VnetHdr::from_le_bytes(frame)?;
+    let start = VnetHdr::LEN.checked_add(net_off)?;
+    (start <= frame.len()).then_some((vh, start))
+}
+
+/// The segment size to give the translated TCP/IPv4 packet `pkt`, when the TCP/IPv6 packet it
+/// came from arrived GRO-merged with virtio header `vh`: the original `gso_size` (the payload
+/// is the same on both sides, so segments of that size fit wherever the uplink's did, 20
+/// octets smaller). `None` if `vh` is not TCP/IPv6 GSO or `pkt` is not bigger than one segment.
+pub fn received_segment_size(vh: &VnetHdr, pkt: &[u8]) -> Option<u16> {
+    if vh.gso_type & !VnetHdr::GSO_ECN != VnetHdr::GSO_TCPV6 || vh.gso_size == 0 {
+        return None;
+    }
+    let (ihl, thl, end) = tcp4_layout(pkt)?;
+    (end - ihl - thl > usize::from(vh.gso_size)).then_some(vh.gso_size)
 }
 
 /// [`segment_tcp_v6`] for IPv4: cuts a TCP/IPv4 packet (a translated GRO super-packet, for
@@ -733,6 +756,72 @@ mod tests {
         assert_eq!(gro_segment_size(&pkt, 9000), None);
         assert_eq!(
             gro_segment_size(&tcp6(&d, 1, false, false, false), 1500),
+            None
+        );
+    }
+
+    #[test]
+    fn a_received_frame_splits_into_virtio_header_and_packet() {
+        let h = VnetHdr {
+            gso_type: VnetHdr::GSO_TCPV6,
+            gso_size: 1348,
+            hdr_len: 72,
+            ..VnetHdr::default()
+        };
+        let mut frame = h.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0xaa; 14]);
+        frame.extend_from_slice(&[0x60, 0, 0, 0]);
+        assert_eq!(split_rx_frame(&frame, 14), Some((h, 24)));
+        assert_eq!(&frame[24..], &[0x60, 0, 0, 0]);
+        // No link-layer header (a tun or WireGuard uplink).
+        assert_eq!(split_rx_frame(&frame[..14], 0), Some((h, 10)));
+        // Shorter than the headers it claims.
+        assert_eq!(split_rx_frame(&frame[..20], 14), None);
+        assert_eq!(split_rx_frame(&frame[..9], 0), None);
+        assert_eq!(split_rx_frame(&frame, usize::MAX), None);
+    }
+
+    #[test]
+    fn a_received_gso_packet_keeps_its_own_segment_size() {
+        let d = data(4000);
+        let pkt = tcp4(&d, 7, false, false);
+        let gso = |t: u8, size: u16| VnetHdr {
+            gso_type: t,
+            gso_size: size,
+            ..VnetHdr::default()
+        };
+        // Segments of 1348 (a downstream MTU of 1400 clamped the MSS): that, not the
+        // uplink's 1428.
+        assert_eq!(
+            received_segment_size(&gso(VnetHdr::GSO_TCPV6, 1348), &pkt),
+            Some(1348)
+        );
+        assert_eq!(
+            received_segment_size(&gso(VnetHdr::GSO_TCPV6 | VnetHdr::GSO_ECN, 1348), &pkt),
+            Some(1348)
+        );
+        // Not TCP/IPv6 GSO, no size, or a packet of one segment: nothing to mark.
+        assert_eq!(
+            received_segment_size(&gso(VnetHdr::GSO_NONE, 1348), &pkt),
+            None
+        );
+        assert_eq!(
+            received_segment_size(&gso(VnetHdr::GSO_UDP_L4, 1348), &pkt),
+            None
+        );
+        assert_eq!(
+            received_segment_size(&gso(VnetHdr::GSO_TCPV6, 0), &pkt),
+            None
+        );
+        assert_eq!(
+            received_segment_size(&gso(VnetHdr::GSO_TCPV6, 4000), &pkt),
+            None
+        );
+        assert_eq!(
+            received_segment_size(
+                &gso(VnetHdr::GSO_TCPV6, 1348),
+                &tcp6(&d, 1, false, false, false)
+            ),
             None
         );
     }
