@@ -1584,4 +1584,46 @@ fn lan_host_traffic(env: &Env, lan: &Downstream, tag: &str) {
     )
     .expect("1400-byte DF UDP echo from the LAN host");
     assert!(back == big, "the 1400-byte datagram came back different");
+
+    // Fragments both ways: 3000 bytes of UDP, cut by the LAN host one way and by the NAT64
+    // (at IPv6's 1280) the other.
+    let frag = random_bytes(3000);
+    let back = wait_for(WAIT, "a 3000-byte UDP echo from the LAN host", || {
+        udp_echo(
+            &lan.ns,
+            (SERVER4, 7).into(),
+            frag.clone(),
+            Duration::from_secs(2),
+        )
+        .ok()
+    });
+    assert!(back == frag, "the 3000-byte datagram came back different");
+
+    // A 1400-byte DF ping. tayga 0.9.2 fragments every reply bigger than IPv6's 1280, and a
+    // fragmented ICMPv6 echo reply cannot be translated without reassembly (README, Known
+    // limitations), so this one goes to an IPv6 responder on the router that owns the
+    // NAT64 address of 198.51.100.20 itself, without a NAT64 on the way: 1420 bytes of IPv6,
+    // unfragmented both ways.
+    let responder = env.topo.prefix.embed(Ipv4Addr::new(198, 51, 100, 20));
+    env.topo.exec_ok(
+        Ns::Router,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "replace",
+            &format!("{responder}/128"),
+            "dev",
+            "lo",
+        ],
+    );
+    assert!(
+        ping_df(
+            &lan.ns,
+            Ipv4Addr::new(198, 51, 100, 20),
+            1400,
+            Duration::from_secs(3)
+        ),
+        "a 1400-byte DF ping from the LAN host"
+    );
 }

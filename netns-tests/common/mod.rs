@@ -1933,10 +1933,25 @@ fn inet_checksum(data: &[u8]) -> u16 {
 /// One ICMP/ICMPv6 echo from namespace `ns` to `dst`; true when the matching reply from `dst`
 /// arrives within `timeout`.
 pub fn ping(ns: &str, dst: IpAddr, timeout: Duration) -> bool {
-    in_netns(ns, move || ping_here(dst, timeout).unwrap_or(false))
+    in_netns(ns, move || {
+        ping_here(dst, timeout, 0, false).unwrap_or(false)
+    })
 }
 
-fn ping_here(dst: IpAddr, timeout: Duration) -> std::io::Result<bool> {
+/// An ICMP echo (IPv4) from namespace `ns` to `dst` whose IPv4 packet is `total` bytes long,
+/// with DF set: true when a reply of the same size comes back within `timeout`.
+pub fn ping_df(ns: &str, dst: Ipv4Addr, total: usize, timeout: Duration) -> bool {
+    let pad = total.saturating_sub(20 + 8 + 20);
+    in_netns(ns, move || {
+        ping_here(dst.into(), timeout, pad, true)
+            .map_err(|e| eprintln!("ping_df: {e}"))
+            .unwrap_or(false)
+    })
+}
+
+/// One echo request (20 bytes of payload and `pad` more), optionally with DF (IPv4); true when
+/// the matching reply, as long as the request, arrives in time.
+fn ping_here(dst: IpAddr, timeout: Duration, pad: usize, df: bool) -> std::io::Result<bool> {
     use socket2::{Domain, Protocol, Socket, Type};
     let id = random_u16();
     let payload = b"autoclat netns-tests";
@@ -1952,18 +1967,35 @@ fn ping_here(dst: IpAddr, timeout: Duration) -> std::io::Result<bool> {
             129,
         ),
     };
+    if df {
+        let on: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: `on` is a live int for the call; the socket is open.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     let sock: UdpSocket = sock.into();
     let mut pkt = vec![req_type, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
     pkt.extend_from_slice(&1u16.to_be_bytes());
     pkt.extend_from_slice(payload);
+    pkt.extend((0..pad).map(|i| (i % 251) as u8));
     if dst.is_ipv4() {
         let c = inet_checksum(&pkt);
         pkt[2..4].copy_from_slice(&c.to_be_bytes());
     } // the kernel computes ICMPv6 checksums on raw ICMPv6 sockets
     sock.send_to(&pkt, SocketAddr::new(dst, 0))?;
     let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 9000];
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         if left.is_zero() {
             break;
@@ -1990,8 +2022,8 @@ fn ping_here(dst: IpAddr, timeout: Duration) -> std::io::Result<bool> {
         } else {
             &buf[..n]
         };
-        if icmp.len() >= 8 && icmp[0] == reply_type && icmp[4..6] == id.to_be_bytes() {
-            return Ok(true);
+        if icmp.len() == pkt.len() && icmp[0] == reply_type && icmp[4..6] == id.to_be_bytes() {
+            return Ok(icmp[8..] == pkt[8..]);
         }
     }
     Ok(false)
