@@ -1949,6 +1949,25 @@ pub fn ping_df(ns: &str, dst: Ipv4Addr, total: usize, timeout: Duration) -> bool
     })
 }
 
+/// DF on every IPv4 packet the socket `fd` sends (`IP_PMTUDISC_DO`).
+fn set_df(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: valid fd, pointer and length of a c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One echo request (20 bytes of payload and `pad` more), optionally with DF (IPv4); true when
 /// the matching reply, as long as the request, arrives in time.
 fn ping_here(dst: IpAddr, timeout: Duration, pad: usize, df: bool) -> std::io::Result<bool> {
@@ -1968,20 +1987,7 @@ fn ping_here(dst: IpAddr, timeout: Duration, pad: usize, df: bool) -> std::io::R
         ),
     };
     if df {
-        let on: libc::c_int = libc::IP_PMTUDISC_DO;
-        // SAFETY: `on` is a live int for the call; the socket is open.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        set_df(sock.as_raw_fd())?;
     }
     let sock: UdpSocket = sock.into();
     let mut pkt = vec![req_type, 0, 0, 0];
@@ -2074,20 +2080,7 @@ pub fn udp_path_mtu(ns: &str, dst: std::net::SocketAddrV4, size: usize) -> std::
     in_netns(ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0")?;
         s.connect(dst)?;
-        let on: libc::c_int = libc::IP_PMTUDISC_DO;
-        // SAFETY: valid fd, pointer and length of a c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        set_df(s.as_raw_fd())?;
         let data = vec![0x55u8; size];
         for _ in 0..3 {
             // EMSGSIZE once the kernel learnt a smaller path MTU: expected.
