@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod nat64;
 pub mod nft;
 pub mod nlmsg;
+pub mod nlsock;
 pub mod notify;
 pub mod policy;
 pub mod translator;

@@ -33,11 +33,10 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::mem;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::nlmsg::{self, NlmsgError, Request, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR};
+use crate::nlsock::NlSocket;
 
 /// The one table autoclat owns (family `ip`).
 pub const TABLE: &str = "autoclat";
@@ -741,9 +740,9 @@ pub fn parse_counters(dump: &[u8]) -> Result<HashMap<String, Counters>, NftError
 // --- I/O ---------------------------------------------------------------------------------------
 
 /// A `NETLINK_NETFILTER` socket talking to the kernel, in the calling thread's network
-/// namespace.
+/// namespace, with its receive buffer.
 struct Socket {
-    fd: OwnedFd,
+    sock: NlSocket,
     buf: Vec<u8>,
 }
 
@@ -753,91 +752,24 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> NftError {
 
 impl Socket {
     fn open() -> Result<Self, NftError> {
-        // SAFETY: plain system call without pointers.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io_err("socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: `TIMEOUT` is a live timeval of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&TIMEOUT as *const libc::timeval).cast(),
-                mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io_err("setsockopt(SO_RCVTIMEO)")(io::Error::last_os_error()));
-        }
+        let sock = NlSocket::open(NETLINK_NETFILTER, Some(TIMEOUT)).map_err(io_err("socket"))?;
         // Errors without the whole request echoed back; best effort (old kernels lack it).
         let one: libc::c_int = 1;
-        // SAFETY: `one` is a live c_int of the size passed.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_CAP_ACK,
-                (&one as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        let _ = sock.set_option(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, &one);
         Ok(Self {
-            fd,
+            sock,
             buf: vec![0; 64 * 1024],
         })
     }
 
     fn send(&self, bytes: &[u8]) -> Result<(), NftError> {
-        // SAFETY: sockaddr_nl is plain old data; all-zero is the kernel's address.
-        let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `bytes` and `sa` are live for the call and their lengths are passed.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&sa as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io_err("sendto")(io::Error::last_os_error()));
-        }
-        Ok(())
+        self.sock.send(bytes).map_err(io_err("sendto"))
     }
 
     /// One datagram from the kernel (a timeout is an `Io` error with `WouldBlock`).
     fn recv(&mut self) -> Result<&[u8], NftError> {
-        loop {
-            // SAFETY: `buf` is a live, writable buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n >= 0 {
-                return Ok(&self.buf[..n.unsigned_abs()]);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(io_err("recv")(e));
-            }
-        }
+        let n = self.sock.recv(&mut self.buf).map_err(io_err("recv"))?;
+        Ok(&self.buf[..n])
     }
 }
 

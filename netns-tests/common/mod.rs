@@ -1729,76 +1729,25 @@ pub fn capture_pref64(
     trigger: impl FnOnce() + Send + 'static,
 ) -> Vec<(Nat64Prefix, u32)> {
     in_netns(ns, move || {
-        // SAFETY: plain socket(2) call; the fd is owned by `OwnedFd` below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        assert!(
-            fd >= 0,
-            "netlink socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        // Bind first: an unbound socket has port id 0, which the kernel's own broadcasts skip.
-        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: valid fd, pointer and length of a sockaddr_nl.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "bind netlink: {}", std::io::Error::last_os_error());
-        let group: libc::c_int = 20; // RTNLGRP_ND_USEROPT
-                                     // SAFETY: valid fd, pointer and length of a c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                (&group as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "NETLINK_ADD_MEMBERSHIP: {}",
-            std::io::Error::last_os_error()
-        );
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 200_000,
         };
-        // SAFETY: valid fd, pointer and length of a timeval.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
+        let sock = autoclat::nlsock::NlSocket::open(libc::NETLINK_ROUTE, Some(tv))
+            .expect("netlink socket");
+        const RTNLGRP_ND_USEROPT: u32 = 20;
+        sock.subscribe(RTNLGRP_ND_USEROPT)
+            .expect("subscribe to RTNLGRP_ND_USEROPT");
         trigger();
         let deadline = Instant::now() + timeout;
         let mut found = Vec::new();
         let mut buf = vec![0u8; 65536];
         while Instant::now() < deadline {
-            // SAFETY: buf is valid for writes of buf.len() bytes.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                continue;
-            }
-            found.extend(parse_nduseropt_pref64(&buf[..n as usize]));
+            let n = match sock.recv(&mut buf) {
+                Ok(n) if n > 0 => n,
+                _ => continue,
+            };
+            found.extend(parse_nduseropt_pref64(&buf[..n]));
         }
         found
     })

@@ -9,12 +9,11 @@
 //! netlink round trips.
 
 use std::io;
-use std::mem;
 use std::net::Ipv6Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::nlmsg::{self, Request};
+use crate::nlsock::NlSocket;
 
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -125,7 +124,7 @@ struct Entry {
 /// Next-hop Ethernet addresses on one uplink, looked up over rtnetlink and cached.
 #[derive(Debug)]
 pub struct NextHops {
-    sock: OwnedFd,
+    sock: NlSocket,
     ifindex: u32,
     mark: Option<u32>,
     seq: u32,
@@ -138,34 +137,12 @@ pub struct NextHops {
 impl NextHops {
     /// A resolver for uplink `ifindex` (routes looked up with `mark`, if any).
     pub fn new(ifindex: u32, mark: Option<u32>) -> io::Result<Self> {
-        // SAFETY: plain system call without pointers.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
         // Never hang the packet loop on a lost answer.
-        let tv = libc::timeval {
+        let timeout = libc::timeval {
             tv_sec: 0,
             tv_usec: 100_000,
         };
-        // SAFETY: `tv` is a live timeval of the size passed.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
+        let sock = NlSocket::open(libc::NETLINK_ROUTE, Some(timeout))?;
         Ok(Self {
             sock,
             ifindex,
@@ -229,37 +206,9 @@ impl NextHops {
 
     /// Send `req` to the kernel, receive the answer with our sequence number into `buf`.
     fn round_trip(&mut self, req: &[u8]) -> io::Result<usize> {
-        // SAFETY: sockaddr_nl is plain old data; all-zero is the kernel's address.
-        let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `req` and `sa` are live for the call and their lengths are passed.
-        let rc = unsafe {
-            libc::sendto(
-                self.sock.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&sa as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.sock.send(req)?;
         loop {
-            // SAFETY: `buf` is a live, writable buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.sock.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
+            let n = self.sock.recv(&mut self.buf)?;
             // An answer to an earlier, timed-out request: skip it.
             let seq = self
                 .buf
