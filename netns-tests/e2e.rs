@@ -1108,22 +1108,7 @@ fn forwarded_download(test: &str, mode: &str, lan_mtu: Option<u32>) {
             "masquerade",
         ],
     );
-    let data = random_bytes(5 << 20);
-    let echoed = wait_for(
-        WAIT,
-        "a 5 MB echo from the LAN host through the CLAT",
-        || {
-            tcp_echo_bulk(
-                &lan.ns,
-                (SERVER4, 7).into(),
-                data.clone(),
-                Duration::from_secs(20),
-            )
-            .map_err(|e| eprintln!("LAN echo: {e}"))
-            .ok()
-        },
-    );
-    assert!(echoed == data, "the 5 MB came back different");
+    lan_host_echoes_5_mb(&lan);
     if mode == "off" {
         // The regression is only tested if merged packets reached the translator.
         let st = env.d.status_json();
@@ -1541,26 +1526,35 @@ fn router_stateless_mode_maps_the_lan_host_into_its_prefix(mode: &str) {
     env.stop_and_assert_clean();
 }
 
+/// A 5 MB TCP echo between the LAN host and the IPv4 server: both directions in bulk (the
+/// download is what stalled in issue 11).
+fn lan_host_echoes_5_mb(lan: &Downstream) {
+    let data = random_bytes(5 << 20);
+    let echoed = wait_for(
+        WAIT,
+        "a 5 MB echo from the LAN host through the CLAT",
+        || {
+            tcp_echo_bulk(
+                &lan.ns,
+                (SERVER4, 7).into(),
+                data.clone(),
+                Duration::from_secs(20),
+            )
+            .map_err(|e| eprintln!("LAN echo: {e}"))
+            .ok()
+        },
+    );
+    assert!(echoed == data, "the 5 MB came back different");
+}
+
 /// What a LAN host behind the client does through the CLAT: a 3 MB HTTP download with a
-/// SHA-256 check, a 5 MB TCP echo, a UDP echo, a ping, and 1400 bytes with DF: no
-/// "fragmentation needed" on the way (the tun's MTU is 1472) and the datagram back whole. (An
-/// ICMP echo that big cannot come back through this lab: tayga 0.9.2's fixed IPv6 MTU of 1280
-/// fragments the reply, and a fragmented ICMPv6 message cannot be translated without
-/// reassembly, RFC 7915 §5.1.)
+/// SHA-256 check, a 5 MB TCP echo, a UDP echo, a ping, 1400 bytes of UDP with DF (no
+/// "fragmentation needed" on the way, the tun's MTU is 1472, and the datagram back whole),
+/// 3000 bytes of fragmented UDP and a 1400-byte DF ping (see below for why that one does not
+/// go through tayga).
 fn lan_host_traffic(env: &Env, lan: &Downstream, tag: &str) {
     http_download_and_check_from(env, &lan.ns, 3 << 20, tag);
-    let data = random_bytes(5 << 20);
-    let echoed = wait_for(WAIT, "a 5 MB echo from the LAN host", || {
-        tcp_echo_bulk(
-            &lan.ns,
-            (SERVER4, 7).into(),
-            data.clone(),
-            Duration::from_secs(20),
-        )
-        .map_err(|e| eprintln!("LAN echo: {e}"))
-        .ok()
-    });
-    assert!(echoed == data, "the 5 MB came back different");
+    lan_host_echoes_5_mb(lan);
     let reply = udp_echo(
         &lan.ns,
         (SERVER4, 7).into(),

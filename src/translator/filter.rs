@@ -127,6 +127,33 @@ impl Program {
         self.body.push(Insn { code, k, jt, jf });
     }
 
+    /// An embedded IPv4 address whose first octet (at `first`) is not remote unicast (0/8,
+    /// 127/8, 224/4, 240/4): accept (clatd's), else go on.
+    fn accept_unless_remote_unicast(&mut self, first: u32) {
+        self.stmt(LD_B_ABS, first);
+        self.jeq(0, To::Accept, To::Next);
+        self.jeq(127, To::Accept, To::Next);
+        self.jump(JMP_JGE_K, 224, To::Accept, To::Next);
+    }
+
+    /// Accept when the octets at `pos` embed `v4` (our own address: clatd's), else go to
+    /// `otherwise`; without `v4` (not known), go to `otherwise` at once.
+    fn accept_if_ours(&mut self, pos: [u32; 4], v4: Option<Ipv4Addr>, otherwise: To) {
+        let Some(v4) = v4 else {
+            self.jeq(0, otherwise, otherwise);
+            return;
+        };
+        for (i, (&at, octet)) in pos.iter().zip(v4.octets()).enumerate() {
+            self.stmt(LD_B_ABS, at);
+            let last = i == 3;
+            self.jeq(
+                u32::from(octet),
+                if last { To::Accept } else { To::Next },
+                otherwise,
+            );
+        }
+    }
+
     /// Names the next instruction.
     fn label(&mut self, name: &'static str) {
         self.labels.push((name, self.body.len()));
@@ -278,26 +305,10 @@ fn build(
                 p.jeq(0, To::Next, To::Accept);
             }
             let pos = cp.v4_octet_positions().map(|i| OFF_DST + i as u32);
-            p.stmt(LD_B_ABS, pos[0]);
-            p.jeq(0, To::Accept, To::Next);
-            p.jeq(127, To::Accept, To::Next);
-            p.jump(JMP_JGE_K, 224, To::Accept, To::Next);
-            match clat_v4 {
-                Some(v4) => {
-                    for (i, (&at, octet)) in pos.iter().zip(v4.octets()).enumerate() {
-                        p.stmt(LD_B_ABS, at);
-                        let last = i == 3;
-                        p.jeq(
-                            u32::from(octet),
-                            if last { To::Accept } else { To::Next },
-                            common,
-                        );
-                    }
-                }
-                // Without our IPv4 address the filter cannot tell: it lets the exclusion
-                // decide (clatd would only drop our own embedded address as not ours).
-                None => p.jeq(0, common, common),
-            }
+            p.accept_unless_remote_unicast(pos[0]);
+            // Without our IPv4 address the filter cannot tell: it lets the exclusion
+            // decide (clatd would only drop our own embedded address as not ours).
+            p.accept_if_ours(pos, clat_v4, common);
         }
     }
 
@@ -324,10 +335,7 @@ fn build(
         p.jeq(0, To::Accept, To::Next);
         // The embedded IPv4 source must be remote unicast: not 0/8, 127/8, 224/4, 240/4.
         let pos = ex.prefix.v4_octet_positions().map(|i| OFF_SRC + i as u32);
-        p.stmt(LD_B_ABS, pos[0]);
-        p.jeq(0, To::Accept, To::Next);
-        p.jeq(127, To::Accept, To::Next);
-        p.jump(JMP_JGE_K, 224, To::Accept, To::Next);
+        p.accept_unless_remote_unicast(pos[0]);
         // Lengths: a payload of at least a UDP header that fits the packet (the socket sees
         // the packet from its link-layer header, if any, on, padding included) and leaves the
         // IPv4 packet within 65535 octets.
@@ -351,20 +359,7 @@ fn build(
         // Last, our own IPv4 address embedded as the source: clatd's (it drops it as not
         // ours); any other source: the fast path's.
         p.label("ours");
-        match clat_v4 {
-            Some(v4) => {
-                for (i, (&at, octet)) in pos.iter().zip(v4.octets()).enumerate() {
-                    p.stmt(LD_B_ABS, at);
-                    let last = i == 3;
-                    p.jeq(
-                        u32::from(octet),
-                        if last { To::Accept } else { To::Next },
-                        To::Reject,
-                    );
-                }
-            }
-            None => p.jeq(0, To::Reject, To::Reject),
-        }
+        p.accept_if_ours(pos, clat_v4, To::Reject);
     }
 
     p.finish()
