@@ -187,8 +187,9 @@ impl Router {
     }
 
     /// Whether a piece we put in place is gone: the table deleted, or forwarding switched off
-    /// on an interface. Neither sends an event the daemon listens to, so each `status`
-    /// request looks (and each pass reconciles).
+    /// on an interface. Both changes wake the daemon through `watch::routerwatch`; each
+    /// `status` request looks too, so that it never shows pieces that are gone (where the
+    /// watch could not be set up, or before its event arrived).
     pub fn needs_repair(&self) -> bool {
         let forwarding_off = self.forwarding.iter().any(|iface| {
             std::fs::read_to_string(forwarding_path(iface)).is_ok_and(|v| v.trim() != "1")

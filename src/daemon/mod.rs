@@ -431,8 +431,7 @@ impl Daemon {
         ))
     }
 
-    /// A router mode piece was removed by someone else (nftables and sysctl changes send no
-    /// event we listen to).
+    /// A router mode piece was removed by someone else (`Router::needs_repair`).
     fn router_needs_repair(&self) -> bool {
         self.router.as_ref().is_some_and(|r| r.needs_repair())
     }
